@@ -1,0 +1,31 @@
+# The front door. Every target installs the pinned environment first (a no-op when it is current).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test ui bench clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --require-virtualenv -r requirements.lock 2>&1 | grep -v "is ignored: it is neither" || true
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e . 2>&1 | grep -v "is ignored: it is neither" || true
+	$(BIN)/python -c "import duckdb, dagster, dagster_dbt, great_expectations, healthlake"
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/healthlake demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+ui: install
+	$(BIN)/healthlake ui
+
+bench: install
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf .healthlake

@@ -1,0 +1,123 @@
+"""Configuration in one place.
+
+Every setting is an environment variable with a documented default, read when
+``settings()`` is called (never at import), so tests can set variables freely.
+
+| variable                  | default                                   | meaning                                  |
+|---------------------------|-------------------------------------------|------------------------------------------|
+| HEALTHLAKE_ROOT           | <repo>/.healthlake                        | project-local state root (git-ignored)   |
+| HEALTHLAKE_CATALOG        | <root>/lake/catalog.sqlite                | DuckLake catalog: a SQLite file path, or |
+|                           |                                           | postgresql://user:pw@host:port/db        |
+| HEALTHLAKE_DATA_PATH      | <root>/lake/data/                         | Parquet data: local folder or s3://b/p/  |
+| HEALTHLAKE_LANDING        | <root>/city/landing                       | landing zone (institution extracts)      |
+| HEALTHLAKE_REGISTRY       | <landing>/../registry.yaml                | feed registry (institutions and feeds)   |
+| HEALTHLAKE_S3_ENDPOINT    | (none)                                    | host:port of an S3-compatible server     |
+| HEALTHLAKE_S3_KEY_ID      | (none)                                    | S3 access key                            |
+| HEALTHLAKE_S3_SECRET      | (none)                                    | S3 secret key                            |
+| HEALTHLAKE_S3_REGION      | us-east-1                                 | S3 region                                |
+| HEALTHLAKE_S3_USE_SSL     | false                                     | https to the S3 endpoint                 |
+| HEALTHLAKE_DEMO_RESIDENTS | 3000                                      | residents of the demo city               |
+| HEALTHLAKE_DEMO_DAYS      | 3                                         | days of deliveries in the demo city      |
+| HEALTHLAKE_SEED           | 20261123                                  | seed of the demo city                    |
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_REFERENCE = REPO_ROOT.parent / "shared" / "reference"
+
+
+@dataclass(frozen=True)
+class Settings:
+    root: Path
+    catalog: str
+    data_path: str
+    landing: Path
+    registry: Path
+    s3_endpoint: str | None
+    s3_key_id: str | None
+    s3_secret: str | None
+    s3_region: str
+    s3_use_ssl: bool
+    demo_residents: int
+    demo_days: int
+    seed: int
+
+    @property
+    def extension_dir(self) -> Path:
+        return self.root / "duckdb_extensions"
+
+    @property
+    def city_dir(self) -> Path:
+        """Where the synthetic city is written: landing/, registry.yaml and truth/."""
+        return self.landing.parent
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.root / "dagster"
+
+    @property
+    def dbt_target_dir(self) -> Path:
+        return self.root / "dbt_target"
+
+    @property
+    def catalog_kind(self) -> str:
+        return "postgres" if self.catalog.startswith(("postgres://", "postgresql://")) else "sqlite"
+
+    @property
+    def ducklake_uri(self) -> str:
+        """The ATTACH string for DuckLake: ``ducklake:sqlite:<file>`` or ``ducklake:postgres:<libpq>``."""
+        if self.catalog_kind == "postgres":
+            return "ducklake:postgres:" + postgres_url_to_libpq(self.catalog)
+        return "ducklake:sqlite:" + self.catalog
+
+    @property
+    def data_is_s3(self) -> bool:
+        return self.data_path.startswith("s3://")
+
+
+def postgres_url_to_libpq(url: str) -> str:
+    """postgresql://user:pw@host:port/db → 'dbname=db host=host port=port user=user password=pw'."""
+    u = urlparse(url)
+    parts = {"dbname": (u.path or "/postgres").lstrip("/") or "postgres", "host": u.hostname,
+             "port": u.port, "user": unquote(u.username) if u.username else None,
+             "password": unquote(u.password) if u.password else None}
+    return " ".join(f"{k}={v}" for k, v in parts.items() if v not in (None, ""))
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def settings() -> Settings:
+    root = Path(_env("HEALTHLAKE_ROOT", str(REPO_ROOT / ".healthlake"))).resolve()
+    landing = Path(_env("HEALTHLAKE_LANDING", str(root / "city" / "landing"))).resolve()
+    data_path = _env("HEALTHLAKE_DATA_PATH", str(root / "lake" / "data"))
+    if not data_path.startswith("s3://"):
+        data_path = str(Path(data_path).resolve())
+    data_path = data_path.rstrip("/") + "/"
+    return Settings(
+        root=root,
+        catalog=_env("HEALTHLAKE_CATALOG", str(root / "lake" / "catalog.sqlite")),
+        data_path=data_path,
+        landing=landing,
+        registry=Path(_env("HEALTHLAKE_REGISTRY", str(landing.parent / "registry.yaml"))).resolve(),
+        s3_endpoint=_env("HEALTHLAKE_S3_ENDPOINT"),
+        s3_key_id=_env("HEALTHLAKE_S3_KEY_ID"),
+        s3_secret=_env("HEALTHLAKE_S3_SECRET"),
+        s3_region=_env("HEALTHLAKE_S3_REGION", "us-east-1"),
+        s3_use_ssl=_env("HEALTHLAKE_S3_USE_SSL", "false").lower() in ("1", "true", "yes"),
+        demo_residents=int(_env("HEALTHLAKE_DEMO_RESIDENTS", "3000")),
+        demo_days=int(_env("HEALTHLAKE_DEMO_DAYS", "3")),
+        seed=int(_env("HEALTHLAKE_SEED", "20261123")),
+    )
