@@ -10,8 +10,8 @@ install: $(STAMP)
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet --require-virtualenv -r requirements.lock 2>&1 | grep -v "is ignored: it is neither" || true
-	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e . 2>&1 | grep -v "is ignored: it is neither" || true
+	$(BIN)/pip install --quiet --require-virtualenv -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/python -c "import duckdb, dagster, dagster_dbt, great_expectations, healthlake"
 	touch $(STAMP)
 
