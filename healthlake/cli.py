@@ -1,0 +1,225 @@
+"""The ``healthlake`` console script.
+
+    healthlake demo                         generate the demo city (once) and materialise every asset
+    healthlake generate --residents N --days D --seed S --out DIR
+    healthlake sql "SELECT …" [--format table|csv|json]   read-only query of the lake
+    healthlake ui                           dagster dev on 127.0.0.1
+    healthlake dbt-parse                    build the dbt manifest (done by `make install`)
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import sys
+import time
+import unicodedata
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+
+from healthlake.config import REPO_ROOT, Settings, settings as load_settings
+
+DATABASE_SCHEMAS = ("population", "emr", "health_record", "resource")
+
+
+def prepare_dagster_home(s: Settings) -> Path:
+    """DAGSTER_HOME under the lake root, holding a copy of the repo's dagster.yaml."""
+    home = s.dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    src, dst = REPO_ROOT / "dagster.yaml", home / "dagster.yaml"
+    if not dst.exists() or dst.read_bytes() != src.read_bytes():
+        shutil.copyfile(src, dst)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+# ---------------------------------------------------------------- generate
+def cmd_generate(args) -> int:
+    from synthetic import generate_city
+
+    t0 = time.perf_counter()
+    summary = generate_city(Path(args.out), residents=args.residents, days=args.days, seed=args.seed)
+    print(json.dumps(summary, ensure_ascii=False, indent=1, default=str))
+    print(f"city written to {Path(args.out).resolve()} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return 0
+
+
+def ensure_demo_city(s: Settings) -> bool:
+    """Generate the default city into the landing zone unless it is already there."""
+    if s.registry.exists():
+        return False
+    from synthetic import generate_city
+
+    generate_city(s.city_dir, residents=s.demo_residents, days=s.demo_days, seed=s.seed)
+    return True
+
+
+# ---------------------------------------------------------------- demo
+def run_all_assets(s: Settings):
+    """Materialise every asset (and run every check) in process, recorded in DAGSTER_HOME."""
+    import dagster as dg
+
+    from pipelines.definitions import ALL_ASSETS_JOB, build_definitions
+
+    prepare_dagster_home(s)
+    with dg.DagsterInstance.get() as instance:
+        job = build_definitions().resolve_job_def(ALL_ASSETS_JOB)
+        return job.execute_in_process(instance=instance, raise_on_error=False)
+
+
+def database_summary(s: Settings) -> list[tuple[str, str, int]]:
+    from healthlake.lake import connect, lake_tables
+
+    con = connect(s, read_only=True)
+    try:
+        return [(schema, table, con.execute(f'SELECT count(*) FROM "{schema}"."{table}"').fetchone()[0])
+                for schema, table in lake_tables(con)
+                if schema in DATABASE_SCHEMAS + ("bronze", "ops")]
+    finally:
+        con.close()
+
+
+def cmd_demo(args) -> int:
+    s = load_settings()
+    t0 = time.perf_counter()
+    generated = ensure_demo_city(s)
+    print(f"城市: {s.city_dir} ({'新生成' if generated else '已存在'}, {s.demo_residents} 居民, {s.demo_days} 天)")
+    result = run_all_assets(s)
+    evaluations = result.get_asset_check_evaluations()
+    passed = sum(1 for e in evaluations if e.passed)
+    failed = [e for e in evaluations if not e.passed]
+    print("\n== 各库行数 ==")
+    by_schema: dict[str, int] = {}
+    for schema, table, n in database_summary(s):
+        by_schema[schema] = by_schema.get(schema, 0) + n
+        if schema in DATABASE_SCHEMAS:
+            print(f"  {schema}.{table:<28} {n:>10,}")
+    for schema in ("bronze",) + DATABASE_SCHEMAS:
+        print(f"  合计 {schema:<26} {by_schema.get(schema, 0):>10,}")
+    print(f"\n== 质控检查 == 通过 {passed}，未通过 {len(failed)}")
+    for e in failed:
+        print(f"  未通过: {e.asset_key.to_user_string()} · {e.check_name}")
+    print(f"\n数据湖目录: {s.catalog}\n数据文件:   {s.data_path}\n报告:       {s.reports_dir}")
+    print(f"用时 {time.perf_counter() - t0:.1f} s；运行{'成功' if result.success else '失败'}（run {result.run_id}）")
+    return 0 if result.success else 1
+
+
+# ---------------------------------------------------------------- sql
+def _display_width(text: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def _cell(v) -> str:
+    if v is None:
+        return "NULL"
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def format_table(columns: list[str], rows: list[tuple]) -> str:
+    cells = [[_cell(v) for v in r] for r in rows]
+    widths = [max([_display_width(c)] + [_display_width(r[i]) for r in cells]) for i, c in enumerate(columns)]
+
+    def line(values):
+        return " | ".join(v + " " * (w - _display_width(v)) for v, w in zip(values, widths))
+
+    out = [line(columns), "-+-".join("-" * w for w in widths)] + [line(r) for r in cells]
+    out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    return "\n".join(out)
+
+
+def _json_default(v):
+    if isinstance(v, (date, datetime)):
+        return v.isoformat()
+    if isinstance(v, Decimal):
+        return str(v)
+    return str(v)
+
+
+def run_sql(query: str, s: Settings | None = None) -> tuple[list[str], list[tuple]]:
+    """Run one read-only query against the lake (attached read-only; nothing can be written)."""
+    from healthlake.lake import connect
+
+    con = connect(s or load_settings(), read_only=True)
+    try:
+        rel = con.sql(query)
+        if rel is None:
+            return [], []
+        return list(rel.columns), rel.fetchall()
+    finally:
+        con.close()
+
+
+def cmd_sql(args) -> int:
+    import duckdb
+
+    try:
+        columns, rows = run_sql(args.query)
+    except (duckdb.Error, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.format == "json":
+        print(json.dumps([dict(zip(columns, r)) for r in rows], ensure_ascii=False, default=_json_default))
+    elif args.format == "csv":
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        w.writerow(columns)
+        w.writerows([[_json_default(v) if isinstance(v, (date, datetime, Decimal)) else v for v in r] for r in rows])
+    else:
+        print(format_table(columns, rows))
+    return 0
+
+
+# ---------------------------------------------------------------- ui / dbt
+def cmd_ui(args) -> int:
+    from healthlake.dbt import apply_dbt_env
+
+    s = load_settings()
+    prepare_dagster_home(s)
+    apply_dbt_env(s)
+    dagster = Path(sys.executable).with_name("dagster")
+    os.execv(str(dagster), [str(dagster), "dev", "-m", "pipelines.definitions", "-h", "127.0.0.1", "-p", str(args.port)])
+    return 0
+
+
+def cmd_dbt_parse(args) -> int:
+    from pipelines.defs.dbt.resources import dbt_project
+
+    project = dbt_project()
+    project.preparer.prepare(project)
+    print(f"dbt manifest: {project.manifest_path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="healthlake", description="全民健康信息平台数据湖仓与治理流水线")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("demo", help="generate the demo city (once) and materialise every asset").set_defaults(func=cmd_demo)
+    g = sub.add_parser("generate", help="write a synthetic city: registry, landing zone, truth")
+    g.add_argument("--residents", type=int, default=3000)
+    g.add_argument("--days", type=int, default=3)
+    g.add_argument("--seed", type=int, default=20261123)
+    g.add_argument("--out", required=True)
+    g.set_defaults(func=cmd_generate)
+    q = sub.add_parser("sql", help="read-only SQL over the lake")
+    q.add_argument("query")
+    q.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    q.set_defaults(func=cmd_sql)
+    u = sub.add_parser("ui", help="dagster dev bound to 127.0.0.1")
+    u.add_argument("--port", type=int, default=3000)
+    u.set_defaults(func=cmd_ui)
+    sub.add_parser("dbt-parse", help="build the dbt manifest").set_defaults(func=cmd_dbt_parse)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

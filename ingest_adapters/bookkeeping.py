@@ -1,0 +1,64 @@
+"""Ingestion bookkeeping in the lake: ops.institution, ops.ingest_batch, bronze._rejects.
+
+For every batch: rows_read = rows_loaded + rows_rejected.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+from ingest_adapters.registry import Registry
+
+OPS_DDL = (
+    """CREATE TABLE IF NOT EXISTS ops.institution (
+        institution_code VARCHAR, institution_name VARCHAR, kind VARCHAR, level VARCHAR,
+        division_code VARCHAR, feed_count INTEGER, registered_at TIMESTAMP WITH TIME ZONE)""",
+    """CREATE TABLE IF NOT EXISTS ops.ingest_batch (
+        batch_id VARCHAR, institution_code VARCHAR, feed VARCHAR, dataset VARCHAR, format VARCHAR,
+        encoding VARCHAR, source_file VARCHAR, sha256 VARCHAR, bytes BIGINT, rows_read BIGINT,
+        rows_loaded BIGINT, rows_rejected BIGINT, status VARCHAR, error VARCHAR,
+        started_at TIMESTAMP WITH TIME ZONE, finished_at TIMESTAMP WITH TIME ZONE)""",
+    """CREATE TABLE IF NOT EXISTS bronze._rejects (
+        batch_id VARCHAR, institution_code VARCHAR, feed VARCHAR, dataset VARCHAR, source_file VARCHAR,
+        source_row BIGINT, raw_line VARCHAR, error_type VARCHAR, reason VARCHAR,
+        rejected_at TIMESTAMP WITH TIME ZONE)""",
+)
+
+BATCH_COLUMNS = ("batch_id", "institution_code", "feed", "dataset", "format", "encoding", "source_file", "sha256",
+                 "bytes", "rows_read", "rows_loaded", "rows_rejected", "status", "error", "started_at", "finished_at")
+
+
+def ensure_ops_tables(con: duckdb.DuckDBPyConnection) -> None:
+    for ddl in OPS_DDL:
+        con.execute(ddl)
+
+
+def sync_institutions(con: duckdb.DuckDBPyConnection, registry: Registry) -> None:
+    """Replace ops.institution with the registry's institutions (one transaction)."""
+    rows = [(i.code, i.name, i.kind, i.level, i.division_code, len(i.feeds)) for i in registry.institutions]
+    current = con.execute("SELECT institution_code, institution_name, kind, level, division_code, feed_count "
+                          "FROM ops.institution ORDER BY 1").fetchall()
+    if sorted(rows) == [tuple(r) for r in current]:
+        return  # unchanged: no new snapshot
+    con.execute("BEGIN")
+    try:
+        con.execute("DELETE FROM ops.institution")
+        con.executemany("INSERT INTO ops.institution VALUES (?, ?, ?, ?, ?, ?, now())", rows)
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+
+
+def loaded_batch(con: duckdb.DuckDBPyConnection, institution: str, feed: str, sha256: str) -> str | None:
+    """The batch id that already loaded this content for this feed, if any."""
+    row = con.execute("SELECT batch_id FROM ops.ingest_batch WHERE institution_code = ? AND feed = ? "
+                      "AND sha256 = ? AND status = 'loaded' LIMIT 1", [institution, feed, sha256]).fetchone()
+    return row[0] if row else None
+
+
+def record_batch(con: duckdb.DuckDBPyConnection, batch: dict) -> None:
+    """Write the batch row (replacing an earlier failed attempt of the same batch)."""
+    con.execute("DELETE FROM ops.ingest_batch WHERE batch_id = ? AND status <> 'loaded'", [batch["batch_id"]])
+    con.execute(f"INSERT INTO ops.ingest_batch ({', '.join(BATCH_COLUMNS)}) VALUES ({', '.join('?' * len(BATCH_COLUMNS))})",
+                [batch.get(c) for c in BATCH_COLUMNS])

@@ -1,0 +1,199 @@
+"""Ingest landing-zone files into bronze: read → map onto the standard data set → lineage
+columns → accounting, one DuckLake transaction per file.
+
+Landing layout: ``<landing>/<institution_code>/<feed_id>/<file>``. A file whose content
+(sha256) was already loaded for its feed is skipped; a failed file records a failed batch
+and never blocks the other files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+
+from catalog.standard import bronze_ddl, datasets, get_dataset
+from healthlake.config import Settings, settings as load_settings
+from ingest_adapters.bookkeeping import ensure_ops_tables, loaded_batch, record_batch, sync_institutions
+from ingest_adapters.errors import IngestError
+from ingest_adapters.readers import get_reader
+from ingest_adapters.registry import Registry, load_registry
+from ingest_adapters.scan import Reject
+
+log = logging.getLogger(__name__)
+REPLACEMENT = "\ufffd"
+
+
+@dataclass
+class BatchResult:
+    batch_id: str | None
+    institution_code: str | None
+    feed: str | None
+    dataset: str | None
+    source_file: str
+    status: str  # loaded | failed | skipped
+    rows_read: int = 0
+    rows_loaded: int = 0
+    rows_rejected: int = 0
+    error: str | None = None
+    seconds: float = 0.0
+    notes: dict = field(default_factory=dict)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def landing_files(landing: Path) -> Iterator[Path]:
+    """Every regular file under the landing zone, in a stable order (hidden files skipped)."""
+    if not landing.exists():
+        return
+    for p in sorted(landing.rglob("*")):
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(landing).parts):
+            yield p
+
+
+def ensure_bronze_tables(con: duckdb.DuckDBPyConnection) -> None:
+    ensure_ops_tables(con)
+    for name in datasets():
+        con.execute(bronze_ddl(name))
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _renumber_sql(table: str) -> str:
+    # Scanned rows are numbered 1..n in file order, skipping rejected records. With the
+    # rejected record numbers r_1 < r_2 < ..., the k-th loaded row is record
+    # k + #{j : r_j - j < k}.
+    return (f"UPDATE {table} SET _source_row = _source_row + "
+            f"(SELECT count(*) FROM _reject_gaps g WHERE g.t < {table}._source_row) WHERE _batch_id = ?")
+
+
+def ingest_file(con: duckdb.DuckDBPyConnection, registry: Registry, path: Path, s: Settings) -> BatchResult:
+    started = datetime.now(timezone.utc)
+    t0 = time.perf_counter()
+    rel = path.relative_to(s.landing).as_posix()
+    parts = rel.split("/")
+    result = BatchResult(batch_id=None, institution_code=parts[0] if len(parts) > 2 else None,
+                         feed=parts[1] if len(parts) > 2 else None, dataset=None, source_file=rel, status="failed")
+    batch = {"source_file": rel, "started_at": started, "institution_code": result.institution_code,
+             "feed": result.feed, "rows_read": 0, "rows_loaded": 0, "rows_rejected": 0}
+    scan = None
+    try:
+        sha = sha256_file(path)
+        batch.update(sha256=sha, bytes=path.stat().st_size)
+        result.batch_id = batch["batch_id"] = f"{result.institution_code or 'unknown'}.{result.feed or 'unknown'}.{sha[:16]}"
+        if len(parts) < 3:
+            raise IngestError(f"{rel}: not under <institution_code>/<feed_id>/ in the landing zone")
+        feed = registry.institution(result.institution_code).feed(result.feed)
+        ds = get_dataset(feed.dataset)
+        result.dataset = batch["dataset"] = ds.name
+        batch.update(format=feed.format, encoding=feed.encoding)
+        done = loaded_batch(con, result.institution_code, result.feed, sha)
+        if done:
+            result.status, result.batch_id = "skipped", done
+            return result
+
+        scan = get_reader(feed.format)(con, path, feed, s.root / "work")
+        missing = [src for src in feed.mapping.values() if src not in scan.columns]
+        if missing:
+            raise IngestError(f"header drift: the file lacks the mapped columns {missing}; "
+                              f"its columns are {scan.columns}")
+        elements = [e for e in ds.element_names if e in feed.mapping]
+        select = ", ".join(f"{_q(feed.mapping[e])} AS {_q(e)}" for e in elements)
+        hash_expr = "md5(concat_ws(chr(31), " + ", ".join(f"coalesce({_q(e)}, chr(0))" for e in elements) + "))"
+        table = f"bronze.{ds.name}"
+        cols = elements + ["_institution_code", "_feed", "_batch_id", "_source_file", "_source_row",
+                           "_ingested_at", "_row_hash"]
+        con.execute("BEGIN")
+        try:
+            inserted = con.execute(
+                f"INSERT INTO {table} ({', '.join(_q(c) for c in cols)}) "
+                f"SELECT {', '.join(_q(e) for e in elements)}, ?, ?, ?, ?, __ord, ?::TIMESTAMPTZ, {hash_expr} "
+                f"FROM (SELECT row_number() OVER () AS __ord, {select} FROM {scan.from_sql})",
+                [result.institution_code, result.feed, result.batch_id, rel, started]).fetchone()[0]
+            rejects = scan.rejects(con)
+            if rejects:
+                gaps = [(r - j,) for j, r in enumerate(sorted({x.source_row for x in rejects}), start=1)]
+                con.execute("CREATE OR REPLACE TEMP TABLE _reject_gaps (t BIGINT)")
+                con.executemany("INSERT INTO _reject_gaps VALUES (?)", gaps)
+                con.execute(_renumber_sql(table), [result.batch_id])
+                con.execute("DROP TABLE _reject_gaps")
+            moved = 0
+            if scan.replaced_bytes:
+                moved = _reject_undecodable(con, table, elements, feed.delimiter, feed.encoding, result.batch_id, rejects)
+            _write_rejects(con, rejects, batch, started)
+            batch.update(rows_loaded=inserted - moved, rows_rejected=len(rejects), status="loaded",
+                         rows_read=inserted - moved + len(rejects), finished_at=datetime.now(timezone.utc))
+            record_batch(con, batch)
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+        result.status = "loaded"
+        result.rows_read, result.rows_loaded, result.rows_rejected = batch["rows_read"], batch["rows_loaded"], batch["rows_rejected"]
+    except (IngestError, duckdb.Error, OSError, UnicodeError) as e:
+        result.status, result.error = "failed", f"{type(e).__name__}: {e}"
+        log.warning("batch %s failed: %s", rel, result.error)
+        batch.update(status="failed", error=result.error, finished_at=datetime.now(timezone.utc))
+        batch.setdefault("batch_id", f"{result.institution_code or 'unknown'}.{result.feed or 'unknown'}.unreadable")
+        result.batch_id = batch["batch_id"]
+        record_batch(con, batch)
+    finally:
+        if scan is not None:
+            scan.cleanup()
+        result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _reject_undecodable(con, table, elements, delimiter, encoding, batch_id, rejects: list[Reject]) -> int:
+    """Move rows holding bytes that were not valid in the declared encoding to the rejects."""
+    cond = " OR ".join(f"contains({_q(e)}, '{REPLACEMENT}')" for e in elements)
+    raw = "concat_ws(" + "'" + delimiter.replace("'", "''") + "', " + ", ".join(f"coalesce({_q(e)}, '')" for e in elements) + ")"
+    rows = con.execute(f"SELECT _source_row, {raw} FROM {table} WHERE _batch_id = ? AND ({cond}) ORDER BY 1",
+                       [batch_id]).fetchall()
+    for source_row, line in rows:
+        rejects.append(Reject(source_row=source_row, raw_line=line, error_type="INVALID ENCODING",
+                              reason=f"bytes that are not valid {encoding.upper()} (shown as U+FFFD)"))
+    if rows:
+        con.execute(f"DELETE FROM {table} WHERE _batch_id = ? AND ({cond})", [batch_id])
+    return len(rows)
+
+
+def _write_rejects(con, rejects: list[Reject], batch: dict, at: datetime) -> None:
+    if not rejects:
+        return
+    con.executemany(
+        "INSERT INTO bronze._rejects VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [(batch["batch_id"], batch["institution_code"], batch["feed"], batch.get("dataset"), batch["source_file"],
+          r.source_row, r.raw_line, r.error_type, r.reason, at) for r in sorted(rejects, key=lambda r: r.source_row)])
+
+
+def ingest_landing(s: Settings | None = None, registry: Registry | None = None,
+                   con: duckdb.DuckDBPyConnection | None = None) -> list[BatchResult]:
+    """Ingest every new file of the landing zone. Returns one result per file."""
+    from healthlake.lake import connect
+
+    s = s or load_settings()
+    registry = registry or load_registry(s.registry)
+    own = con is None
+    con = con or connect(s)
+    try:
+        ensure_bronze_tables(con)
+        sync_institutions(con, registry)
+        return [ingest_file(con, registry, p, s) for p in landing_files(s.landing)]
+    finally:
+        if own:
+            con.close()

@@ -1,0 +1,28 @@
+"""One registry of readers: ``get_reader("csv")``. An unknown name suggests the closest one."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Callable
+
+from ingest_adapters.errors import UnknownReaderError
+
+_READERS: dict[str, str] = {
+    # format name -> "module:function"; modules are imported when first used.
+    "csv": "ingest_adapters.delimited:open_csv",
+}
+
+
+def reader_names() -> list[str]:
+    return sorted(_READERS)
+
+
+def get_reader(name: str) -> Callable:
+    if name not in _READERS:
+        close = difflib.get_close_matches(name, _READERS, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise UnknownReaderError(f"no reader for format '{name}'{hint}; known: {', '.join(reader_names())}")
+    module, func = _READERS[name].split(":")
+    import importlib
+
+    return getattr(importlib.import_module(module), func)

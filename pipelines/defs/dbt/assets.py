@@ -1,0 +1,23 @@
+"""dbt models as assets; dbt tests run as asset checks."""
+
+from __future__ import annotations
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
+
+from healthlake.dbt import apply_dbt_env
+from pipelines.defs.dbt.resources import dbt_project
+from pipelines.defs.dbt.translator import HealthlakeTranslator
+
+
+def build_dbt_assets() -> dg.AssetsDefinition:
+    project = dbt_project()
+
+    @dbt_assets(manifest=project.manifest_path, project=project, name="healthlake_dbt",
+                dagster_dbt_translator=HealthlakeTranslator(
+                    settings=DagsterDbtTranslatorSettings(enable_asset_checks=True)))
+    def healthlake_dbt(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+        apply_dbt_env()
+        yield from dbt.cli(["build"], context=context).stream()
+
+    return healthlake_dbt

@@ -1,0 +1,27 @@
+"""The dbt project, built inside a cached function (never at import)."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from dagster_dbt import DbtCliResource, DbtProject
+
+from healthlake.dbt import DBT_PROJECT_DIR, apply_dbt_env
+
+MANIFEST_TARGET = Path("target")  # relative to dbt_project/, git-ignored
+
+
+@cache
+def dbt_project() -> DbtProject:
+    apply_dbt_env()
+    project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR, target_path=MANIFEST_TARGET)
+    # The manifest is built by `make install` (`healthlake dbt-parse`); `dagster dev` re-parses on start.
+    project.prepare_if_dev()
+    if not project.manifest_path.exists():
+        project.preparer.prepare(project)
+    return project
+
+
+def dbt_resource() -> DbtCliResource:
+    return DbtCliResource(project_dir=dbt_project(), profiles_dir=str(DBT_PROJECT_DIR))

@@ -1,0 +1,58 @@
+"""Ingest: every new landing-zone file into bronze (one asset per standard data set)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import dagster as dg
+
+from catalog.standard import datasets
+from healthlake.config import settings
+from ingest_adapters import ingest_landing
+
+INGEST_BATCH_KEY = dg.AssetKey(["ops", "ingest_batch"])
+
+
+def bronze_key(dataset: str) -> dg.AssetKey:
+    return dg.AssetKey(["bronze", dataset])
+
+
+def _specs() -> list[dg.AssetSpec]:
+    specs = [dg.AssetSpec(bronze_key(name), group_name="bronze", kinds={"duckdb", "csv"},
+                          description=f"{d.zh}（{d.description}）：各机构原始值（文本）＋血缘列",
+                          metadata={"standard_dataset": name, "domain": d.domain})
+             for name, d in datasets().items()]
+    specs.append(dg.AssetSpec(INGEST_BATCH_KEY, group_name="bronze", kinds={"duckdb"},
+                              description="采集批次台账：每个文件一行（读取=入库+拒收），及 bronze._rejects 拒收明细"))
+    return specs
+
+
+@dg.multi_asset(specs=_specs(), name="ingest_landing_zone", can_subset=False)
+def ingest_landing_zone(context: dg.AssetExecutionContext):
+    """Read every new file of the landing zone into bronze; a failed file never blocks the others."""
+    s = settings()
+    results = ingest_landing(s)
+    loaded = [r for r in results if r.status == "loaded"]
+    failed = [r for r in results if r.status == "failed"]
+    skipped = [r for r in results if r.status == "skipped"]
+    for r in failed:
+        context.log.warning(f"批次失败 {r.source_file}: {r.error}")
+    rows_by_dataset = Counter()
+    for r in loaded:
+        rows_by_dataset[r.dataset] += r.rows_loaded
+    for name in datasets():
+        yield dg.MaterializeResult(asset_key=bronze_key(name), metadata={
+            "rows_loaded_this_run": dg.MetadataValue.int(rows_by_dataset.get(name, 0)),
+            "batches_loaded_this_run": dg.MetadataValue.int(sum(1 for r in loaded if r.dataset == name)),
+        })
+    yield dg.MaterializeResult(asset_key=INGEST_BATCH_KEY, metadata={
+        "files_seen": len(results),
+        "batches_loaded": len(loaded),
+        "batches_skipped_same_content": len(skipped),
+        "batches_failed": len(failed),
+        "rows_read": sum(r.rows_read for r in loaded),
+        "rows_loaded": sum(r.rows_loaded for r in loaded),
+        "rows_rejected": sum(r.rows_rejected for r in loaded),
+        "failures": dg.MetadataValue.md("\n".join(f"- `{r.source_file}`: {r.error}" for r in failed) or "无"),
+        "landing_zone": str(s.landing),
+    })
