@@ -10,7 +10,6 @@ Legacy encodings are transcoded to UTF-8 first (see transcode.py).
 from __future__ import annotations
 
 import csv
-import io
 import itertools
 import os
 from pathlib import Path
@@ -32,14 +31,16 @@ def _sql_str(s: str) -> str:
 def read_header(path: Path, delimiter: str, quote: str) -> list[str]:
     """The header record of a UTF-8 file, parsed with the same dialect as the data."""
     with open(path, "rb") as raw:
-        try:
-            first = next(csv.reader(io.TextIOWrapper(raw, encoding="utf-8-sig", newline=""),
-                                    delimiter=delimiter, quotechar=quote), None)
-        except UnicodeDecodeError as e:
-            raise UnreadableFileError(f"the header line is not valid UTF-8 ({e.reason} at byte {e.start}): "
-                                      f"is the feed's declared encoding right?", path=str(path)) from None
-        except csv.Error as e:
-            raise UnreadableFileError(f"the header line cannot be parsed: {e}", path=str(path)) from None
+        line = raw.readline(1 << 20)  # the header ends at the first newline (a header has no quoted newlines)
+    try:
+        text = line.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise UnreadableFileError(f"the header line is not valid UTF-8 ({e.reason} at byte {e.start}): "
+                                  f"is the feed's declared encoding right?", path=str(path)) from None
+    try:
+        first = next(csv.reader([text.rstrip("\r\n")], delimiter=delimiter, quotechar=quote), None)
+    except csv.Error as e:
+        raise UnreadableFileError(f"the header line cannot be parsed: {e}", path=str(path)) from None
     if not first or all(not c.strip() for c in first):
         raise UnreadableFileError("the file is empty: no header line", path=str(path))
     names = [c.strip() for c in first]

@@ -1,0 +1,135 @@
+"""CSV ingest: lineage, accounting (read = loaded + rejected), rejects, idempotence, failures."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from healthlake.lake import connect
+from ingest_adapters import (RegistryError, UnknownReaderError, get_reader, ingest_landing, load_registry,
+                             parse_registry)
+
+DEPT_MAPPING = {"department_code": "KSDM", "department_name": "KSMC", "department_kind": "KSLB"}
+
+
+def write_registry(s, institutions):
+    s.registry.write_text(yaml.safe_dump({"institutions": institutions}, allow_unicode=True), encoding="utf-8")
+
+
+def inst(code, encoding="utf-8", mapping=DEPT_MAPPING):
+    return {"code": code, "name": f"医院{code}", "kind": "hospital", "level": "二级甲等", "division_code": "511002",
+            "feeds": [{"id": "dict_dept", "dataset": "department", "format": "csv", "encoding": encoding,
+                       "mapping": mapping}]}
+
+
+def put(s, code, name, data: bytes, feed="dict_dept"):
+    p = s.landing / code / feed / name
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(data)
+    return p
+
+
+def query(s, sql, params=()):
+    con = connect(s, read_only=True)
+    try:
+        return con.execute(sql, list(params)).fetchall()
+    finally:
+        con.close()
+
+
+def test_clean_utf8_file_loads_with_lineage(lake_env):
+    s = lake_env
+    write_registry(s, [inst("H1")])
+    put(s, "H1", "d.csv", "KSLB,KSDM,KSMC,EXTRA\n门诊,0101,内科门诊,x\n住院,0201,\"外科, 一病区\",y\n".encode())
+    [r] = ingest_landing()
+    assert (r.status, r.rows_read, r.rows_loaded, r.rows_rejected) == ("loaded", 2, 2, 0)
+    rows = query(s, "SELECT department_code, department_name, department_kind, _institution_code, _feed, "
+                    "_source_file, _source_row, _batch_id, length(_row_hash) FROM bronze.department ORDER BY 1")
+    assert rows == [("0101", "内科门诊", "门诊", "H1", "dict_dept", "H1/dict_dept/d.csv", 1, r.batch_id, 32),
+                    ("0201", "外科, 一病区", "住院", "H1", "dict_dept", "H1/dict_dept/d.csv", 2, r.batch_id, 32)]
+    # leading zeros survive: every column is text
+    assert query(s, "SELECT typeof(department_code) FROM bronze.department LIMIT 1") == [("VARCHAR",)]
+
+
+def test_malformed_rows_are_rejected_and_the_rest_loads(lake_env):
+    s = lake_env
+    write_registry(s, [inst("H1")])
+    data = (b"KSDM,KSMC,KSLB\n"
+            b"01,a,x\n"
+            b"02,\"two\nlines\",x\n"          # quoted newline: one record
+            b"03,b,x,extra\n"                 # ragged
+            b"04,\"bad\"q,x\n"                # bad quoting
+            b"05,\xff\xfe,x\n"                # not UTF-8
+            b"06,c\n"                          # too few columns
+            b"07,d,x\n")
+    put(s, "H1", "d.csv", data)
+    [r] = ingest_landing()
+    assert (r.status, r.rows_read, r.rows_loaded, r.rows_rejected) == ("loaded", 7, 3, 4)
+    assert query(s, "SELECT department_code, _source_row FROM bronze.department ORDER BY 2") == [
+        ("01", 1), ("02", 2), ("07", 7)]
+    rejects = query(s, "SELECT source_row, error_type, raw_line FROM bronze._rejects ORDER BY 1")
+    assert [(x[0], x[1]) for x in rejects] == [(3, "TOO MANY COLUMNS"), (4, "UNQUOTED VALUE"),
+                                                (5, "INVALID ENCODING"), (6, "MISSING COLUMNS")]
+    assert rejects[0][2] == "03,b,x,extra"
+    [(read, loaded, rejected)] = query(s, "SELECT rows_read, rows_loaded, rows_rejected FROM ops.ingest_batch")
+    assert read == loaded + rejected == 7
+
+
+def test_gb18030_is_transcoded_and_undecodable_rows_rejected(lake_env):
+    s = lake_env
+    write_registry(s, [inst("H2", encoding="gb18030")])
+    data = ("KSDM,KSMC,KSLB\n01,心血管内科,门诊\n".encode("gb18030") + b"02,\x81\x20bad,x\n"
+            + "03,妇产科,住院\n".encode("gb18030"))
+    put(s, "H2", "d.csv", data)
+    [r] = ingest_landing()
+    assert (r.rows_read, r.rows_loaded, r.rows_rejected) == (3, 2, 1)
+    assert query(s, "SELECT department_name FROM bronze.department ORDER BY _source_row") == [("心血管内科",), ("妇产科",)]
+    [(row, etype, reason)] = query(s, "SELECT source_row, error_type, reason FROM bronze._rejects")
+    assert (row, etype) == (2, "INVALID ENCODING") and "GB18030" in reason
+
+
+def test_same_content_is_not_ingested_twice(lake_env):
+    s = lake_env
+    write_registry(s, [inst("H1")])
+    put(s, "H1", "day1.csv", b"KSDM,KSMC,KSLB\n01,a,x\n")
+    assert [r.status for r in ingest_landing()] == ["loaded"]
+    put(s, "H1", "day1_resent.csv", b"KSDM,KSMC,KSLB\n01,a,x\n")  # same bytes, new name
+    assert sorted(r.status for r in ingest_landing()) == ["skipped", "skipped"]
+    assert query(s, "SELECT count(*) FROM bronze.department") == [(1,)]
+    assert query(s, "SELECT count(*) FROM ops.ingest_batch") == [(1,)]
+
+
+def test_unreadable_file_fails_its_batch_and_others_load(lake_env):
+    s = lake_env
+    write_registry(s, [inst("H1"), inst("H2"), inst("H3")])
+    put(s, "H1", "empty.csv", b"")
+    put(s, "H2", "drift.csv", b"DEPT_CODE,KSMC,KSLB\n01,a,x\n")  # KSDM renamed
+    put(s, "H3", "ok.csv", b"KSDM,KSMC,KSLB\n01,a,x\n")
+    put(s, "H9", "stranger.csv", b"KSDM,KSMC,KSLB\n01,a,x\n")    # not in the registry
+    results = {r.source_file.split("/")[0]: r for r in ingest_landing()}
+    assert results["H3"].status == "loaded"
+    assert results["H1"].status == "failed" and "empty" in results["H1"].error
+    assert results["H2"].status == "failed" and "KSDM" in results["H2"].error and "header drift" in results["H2"].error
+    assert results["H9"].status == "failed" and "'H9' is not in the registry" in results["H9"].error
+    statuses = dict(query(s, "SELECT institution_code, status FROM ops.ingest_batch"))
+    assert statuses == {"H1": "failed", "H2": "failed", "H3": "loaded", "H9": "failed"}
+    # a rerun retries failed files without piling up failed rows
+    ingest_landing()
+    assert query(s, "SELECT count(*) FROM ops.ingest_batch") == [(4,)]
+
+
+def test_registry_errors_suggest_the_closest_name(lake_env):
+    bad = inst("H1")
+    bad["feeds"][0]["format"] = "cvs"
+    with pytest.raises(RegistryError, match="did you mean 'csv'"):
+        parse_registry({"institutions": [bad]})
+    bad = inst("H1", mapping={"department_code": "A", "departmnt_name": "B"})
+    with pytest.raises(RegistryError, match="did you mean 'department_name'"):
+        parse_registry({"institutions": [bad]})
+    bad = inst("H1", mapping={"department_name": "B"})
+    with pytest.raises(RegistryError, match="business key"):
+        parse_registry({"institutions": [bad]})
+    with pytest.raises(UnknownReaderError, match="did you mean 'csv'"):
+        get_reader("csvv")
+    with pytest.raises(RegistryError, match="no feed registry"):
+        load_registry(lake_env.registry)
