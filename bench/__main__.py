@@ -1,0 +1,25 @@
+"""Run every benchmark: ``python -m bench [name ...]`` (names: ingest_csv, demo)."""
+
+from __future__ import annotations
+
+import sys
+
+from bench import demo, ingest_csv
+
+BENCHMARKS = {"ingest_csv": ingest_csv.main, "demo": demo.main}
+
+
+def main(argv: list[str]) -> int:
+    names = argv or list(BENCHMARKS)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        print(f"unknown benchmark(s) {unknown}; known: {', '.join(BENCHMARKS)}", file=sys.stderr)
+        return 2
+    for name in names:
+        print(f"\n### {name}")
+        BENCHMARKS[name]()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
