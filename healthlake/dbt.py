@@ -23,7 +23,8 @@ def dbt_env(s: Settings | None = None) -> dict[str, str]:
         "HEALTHLAKE_DUCKLAKE_URI": s.ducklake_uri,
         "HEALTHLAKE_DATA_PATH": s.data_path,
         "HEALTHLAKE_EXTENSION_DIR": str(s.extension_dir),
-        "HEALTHLAKE_DBT_TARGET_DIR": str(s.dbt_target_dir),
+        "DBT_TARGET_PATH": str(s.dbt_target_dir),
+        "DBT_LOG_PATH": str(s.dbt_target_dir / "logs"),
         "HEALTHLAKE_PERSON_KEY_SECRET": os.environ.get("HEALTHLAKE_PERSON_KEY_SECRET", DEFAULT_PERSON_KEY_SECRET),
         "DBT_PROFILES_DIR": str(DBT_PROJECT_DIR),
     }

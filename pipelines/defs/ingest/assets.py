@@ -11,6 +11,7 @@ from healthlake.config import settings
 from ingest_adapters import ingest_landing
 
 INGEST_BATCH_KEY = dg.AssetKey(["ops", "ingest_batch"])
+INSTITUTION_KEY = dg.AssetKey(["ops", "institution"])
 
 
 def bronze_key(dataset: str) -> dg.AssetKey:
@@ -24,6 +25,8 @@ def _specs() -> list[dg.AssetSpec]:
              for name, d in datasets().items()]
     specs.append(dg.AssetSpec(INGEST_BATCH_KEY, group_name="bronze", kinds={"duckdb"},
                               description="采集批次台账：每个文件一行（读取=入库+拒收），及 bronze._rejects 拒收明细"))
+    specs.append(dg.AssetSpec(INSTITUTION_KEY, group_name="bronze", kinds={"duckdb", "yaml"},
+                              description="接入机构登记：来自机构与数据源注册表（registry.yaml）"))
     return specs
 
 
@@ -45,6 +48,7 @@ def ingest_landing_zone(context: dg.AssetExecutionContext):
             "rows_loaded_this_run": dg.MetadataValue.int(rows_by_dataset.get(name, 0)),
             "batches_loaded_this_run": dg.MetadataValue.int(sum(1 for r in loaded if r.dataset == name)),
         })
+    yield dg.MaterializeResult(asset_key=INSTITUTION_KEY, metadata={"registry": str(s.registry)})
     yield dg.MaterializeResult(asset_key=INGEST_BATCH_KEY, metadata={
         "files_seen": len(results),
         "batches_loaded": len(loaded),

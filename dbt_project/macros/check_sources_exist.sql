@@ -1,0 +1,33 @@
+{#- on-run-start: fail early, and say what to do, when a source table the selected nodes read is not
+    in the lake. The ingest creates every bronze table (and the ops tables) before it loads
+    anything; dbt never creates them, so the ingest stays the one owner of their schema. -#}
+{% macro check_sources_exist() %}
+    {%- if execute and flags.WHICH in ('build', 'run', 'test') -%}
+        {%- set needed = [] -%}
+        {%- for uid in selected_resources -%}
+            {%- set node = graph.nodes.get(uid) -%}
+            {%- if node is not none -%}
+                {%- for dep in node.depends_on.nodes if dep.startswith('source.') and dep not in needed -%}
+                    {%- do needed.append(dep) -%}
+                {%- endfor -%}
+            {%- endif -%}
+        {%- endfor -%}
+        {%- if needed -%}
+            {%- set existing = run_query(
+                "select lower(schema_name || '.' || table_name) from duckdb_tables() where database_name = '"
+                ~ target.database ~ "'").columns[0].values() -%}
+            {%- set missing = [] -%}
+            {%- for uid in needed -%}
+                {%- set src = graph.sources[uid] -%}
+                {%- if (src.schema ~ '.' ~ src.identifier) | lower not in existing -%}
+                    {%- do missing.append(src.schema ~ '.' ~ src.identifier) -%}
+                {%- endif -%}
+            {%- endfor -%}
+            {%- if missing -%}
+                {{ exceptions.raise_compiler_error(
+                    "The lake has no " ~ (missing | sort | join(', ')) ~ ". The ingest creates the bronze and ops "
+                    ~ "tables: run it first (healthlake ingest / the Dagster ingest assets), then dbt.") }}
+            {%- endif -%}
+        {%- endif -%}
+    {%- endif -%}
+{% endmacro %}

@@ -1,0 +1,65 @@
+-- 诊断：one row per diagnosis record (institution_code, diagnosis_id), ICD-10 coded.
+
+with
+
+diagnoses as (
+
+    select
+        *,
+        case when is_valid_diagnosis_code then substr(diagnosis_code, 1, 3) end as icd10_category_code
+    from {{ ref('int_diagnoses_deduplicated') }}
+
+),
+
+encounters as (
+
+    select institution_code, encounter_id, person_key from {{ ref('int_encounters_linked') }}
+
+),
+
+patients as (
+
+    select * from {{ ref('int_patients_linked') }}
+
+),
+
+icd10_categories as (
+
+    select * from {{ ref('icd10_categories') }}
+
+),
+
+final as (
+
+    select
+        {{ hash_key(['diagnoses.institution_code', 'diagnoses.diagnosis_id']) }} as diagnosis_key,
+        {{ hash_key(['diagnoses.institution_code', 'diagnoses.encounter_id']) }} as encounter_key,
+        coalesce(encounters.person_key, patients.person_key) as person_key,
+        diagnoses.institution_code,
+        diagnoses.diagnosis_id,
+        diagnoses.encounter_id,
+        diagnoses.patient_id,
+        diagnoses.diagnosis_seq,
+        coalesce(diagnoses.diagnosis_seq = 1, false) as is_primary,
+        diagnoses.diagnosis_code,
+        diagnoses.diagnosis_name,
+        diagnoses.icd10_category_code,
+        icd10_categories.name_zh as icd10_category_name,
+        diagnoses.is_valid_diagnosis_code,
+        icd10_categories.category_code is not null as is_known_icd10_category,
+        diagnoses.diagnosed_at,
+        diagnoses._batch_id,
+        diagnoses._ingested_at
+    from diagnoses
+    left join encounters
+        on encounters.institution_code = diagnoses.institution_code
+        and encounters.encounter_id = diagnoses.encounter_id
+    left join patients
+        on patients.institution_code = diagnoses.institution_code
+        and patients.patient_id = diagnoses.patient_id
+    left join icd10_categories
+        on icd10_categories.category_code = diagnoses.icd10_category_code
+
+)
+
+select * from final

@@ -1,0 +1,72 @@
+-- 就诊：one row per encounter (institution_code, encounter_id) — outpatient, emergency and
+-- inpatient visits, the latest version each institution sent.
+
+with
+
+encounters as (
+
+    select * from {{ ref('int_encounters_linked') }}
+
+),
+
+primary_diagnoses as (
+
+    -- diagnosis_seq 1 is the principal diagnosis (主要诊断); if an institution sent two, the later
+    select institution_code, encounter_id, diagnosis_code
+    from {{ ref('int_diagnoses_deduplicated') }}
+    where diagnosis_seq = 1
+    qualify row_number() over (
+        partition by institution_code, encounter_id
+        order by diagnosed_at desc nulls last, _ingested_at desc, diagnosis_id desc
+    ) = 1
+
+),
+
+visit_types as (
+
+    select * from {{ ref('ws445_visit_type') }}
+
+),
+
+final as (
+
+    select
+        {{ hash_key(['encounters.institution_code', 'encounters.encounter_id']) }} as encounter_key,
+        encounters.person_key,
+        encounters.person_link_method,
+        encounters.institution_code,
+        encounters.encounter_id,
+        encounters.patient_id,
+        encounters.visit_type_code,
+        visit_types.name_zh as visit_type_name,
+        encounters.department_code,
+        {{ hash_key(['encounters.institution_code', 'encounters.department_code']) }} as department_key,
+        encounters.practitioner_id,
+        {{ hash_key(['encounters.institution_code', 'encounters.practitioner_id']) }} as practitioner_key,
+        encounters.visit_at,
+        encounters.discharge_at,
+        -- 实际住院天数: discharge date − admission date, a same-day stay counts as one day
+        -- (卫生统计: 入院当日与出院当日合计一日); null for visits that are not inpatient, not yet
+        -- discharged, or discharged before admission (a data error the quality rules report)
+        case
+            when encounters.visit_type_code = '3' and encounters.discharge_at >= encounters.visit_at
+                then cast(greatest(date_diff('day', cast(encounters.visit_at as date), cast(encounters.discharge_at as date)), 1) as integer)
+        end as length_of_stay_days,
+        primary_diagnoses.diagnosis_code as primary_diagnosis_code,
+        encounters.total_fee,
+        encounters.payment_method_code,
+        encounters.version_count,
+        encounters._batch_id,
+        encounters._source_file,
+        encounters._source_row,
+        encounters._ingested_at
+    from encounters
+    left join primary_diagnoses
+        on primary_diagnoses.institution_code = encounters.institution_code
+        and primary_diagnoses.encounter_id = encounters.encounter_id
+    left join visit_types
+        on visit_types.code = encounters.visit_type_code
+
+)
+
+select * from final

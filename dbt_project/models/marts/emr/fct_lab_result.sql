@@ -1,0 +1,60 @@
+-- 检验结果：one row per lab result (institution_code, lab_result_id): the value as reported and its
+-- numeric reading, unit, reference range (and its bounds when it is 'low-high'), abnormal flag.
+
+with
+
+lab_results as (
+
+    select * from {{ ref('int_lab_results_deduplicated') }}
+
+),
+
+encounters as (
+
+    select institution_code, encounter_id, person_key from {{ ref('int_encounters_linked') }}
+
+),
+
+patients as (
+
+    select * from {{ ref('int_patients_linked') }}
+
+),
+
+final as (
+
+    select
+        {{ hash_key(['lab_results.institution_code', 'lab_results.lab_result_id']) }} as lab_result_key,
+        {{ hash_key(['lab_results.institution_code', 'lab_results.encounter_id']) }} as encounter_key,
+        coalesce(encounters.person_key, patients.person_key) as person_key,
+        lab_results.institution_code,
+        lab_results.lab_result_id,
+        lab_results.encounter_id,
+        lab_results.patient_id,
+        lab_results.item_code,
+        lab_results.item_name,
+        lab_results.result_value,
+        lab_results.result_value_numeric,
+        lab_results.unit,
+        lab_results.reference_range,
+        -- '3.9-6.1', '3.9~6.1', '3.9—6.1' → 3.9 and 6.1; any other shape ('<5.2', '阴性') → null
+        try_cast(regexp_extract(lab_results.reference_range, '^\s*(-?[0-9.]+)\s*[-~～—–]+\s*(-?[0-9.]+)\s*$', 1)
+            as decimal(18, 4)) as reference_low,
+        try_cast(regexp_extract(lab_results.reference_range, '^\s*(-?[0-9.]+)\s*[-~～—–]+\s*(-?[0-9.]+)\s*$', 2)
+            as decimal(18, 4)) as reference_high,
+        lab_results.abnormal_flag,
+        lab_results.abnormal_flag in ('H', 'L', 'A') as is_abnormal,
+        lab_results.reported_at,
+        lab_results._batch_id,
+        lab_results._ingested_at
+    from lab_results
+    left join encounters
+        on encounters.institution_code = lab_results.institution_code
+        and encounters.encounter_id = lab_results.encounter_id
+    left join patients
+        on patients.institution_code = lab_results.institution_code
+        and patients.patient_id = lab_results.patient_id
+
+)
+
+select * from final

@@ -1,0 +1,370 @@
+"""dbt project end to end: a private lake with hand-written bronze and ops rows → `dbt build` → marts.
+
+The fixture covers what institutions really send: dates in four formats (compact YYYYMMDD among
+them), sex as code or Chinese text, ID numbers with spaces and a lower-case check character, an
+invalid ID number, an unparseable date, a row re-sent later with a correction, and an encounter
+whose patient has no record at its hospital but whose ID number is known to another institution.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from catalog.standard import bronze_ddl, datasets, get_dataset
+from healthlake import lake
+from healthlake.config import REPO_ROOT, settings
+from healthlake.dbt import DBT_PROJECT_DIR, dbt_env
+
+CST = timezone(timedelta(hours=8))
+T0 = datetime(2024, 4, 1, 2, 0, tzinfo=CST)
+
+OPS_DDL = (
+    "CREATE TABLE IF NOT EXISTS ops.institution (institution_code VARCHAR, institution_name VARCHAR, "
+    "kind VARCHAR, level VARCHAR, division_code VARCHAR, feed_count INTEGER, registered_at TIMESTAMPTZ)",
+    "CREATE TABLE IF NOT EXISTS ops.ingest_batch (batch_id VARCHAR, institution_code VARCHAR, feed VARCHAR, "
+    "dataset VARCHAR, format VARCHAR, encoding VARCHAR, source_file VARCHAR, sha256 VARCHAR, bytes BIGINT, "
+    "rows_read BIGINT, rows_loaded BIGINT, rows_rejected BIGINT, status VARCHAR, error VARCHAR, "
+    "started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ)",
+)
+
+_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+
+
+def gb11643(prefix17: str) -> str:
+    """A valid 18-character citizen ID number from its first 17 digits."""
+    return prefix17 + "10X98765432"[sum(int(c) * w for c, w in zip(prefix17, _WEIGHTS)) % 11]
+
+
+ID_A = gb11643("51010419800101009")      # ends in X: sent once as lower-case x with spaces
+ID_C = gb11643("51010519900506002")
+ID_D = gb11643("51012219700315003")
+ID_E = gb11643("51010420200301004")
+ID_BAD = "510104198001010000"            # check character wrong (should be 4)
+assert ID_A.endswith("X") and ID_BAD != gb11643(ID_BAD[:17])
+
+# batch id → (institution, dataset, hours after T0 it was ingested)
+BATCHES = {
+    "b01": ("H001", "person", 0), "b02": ("H001", "encounter", 0), "b03": ("H001", "diagnosis", 0),
+    "b04": ("H001", "lab_result", 0), "b05": ("H001", "prescription", 0), "b06": ("H001", "department", 0),
+    "b07": ("H001", "practitioner", 0), "b08": ("C001", "health_record", 1), "b09": ("C001", "chronic_followup", 1),
+    "b10": ("CDC01", "immunization", 1),
+    "b11": ("H001", "person", 24), "b12": ("H001", "encounter", 24),   # next day's re-sends
+}
+
+# dataset → rows: (batch, {element: raw text})
+BRONZE: dict[str, list[tuple[str, dict]]] = {
+    "person": [
+        ("b01", {"patient_id": "P001", "name": "张三", "sex_code": "男", "birth_date": "1980-01-01",
+                 "id_type_code": "01", "id_number": ID_A, "ethnicity_code": "01", "marital_status_code": "20",
+                 "phone": "13800000001", "address_division_code": "510104", "updated_at": "2024-03-01 08:00:00"}),
+        ("b01", {"patient_id": " P002 ", "name": "李四", "sex_code": "2", "birth_date": "19850707",
+                 "id_type_code": "1", "id_number": ID_BAD, "ethnicity_code": "汉族", "phone": "13800000002",
+                 "address_division_code": "510104", "updated_at": "20240301080000"}),
+        ("b01", {"patient_id": "P003", "name": "王五", "sex_code": "女", "birth_date": "1990/5/6",
+                 "id_type_code": "01", "id_number": " " + ID_C[:6] + " " + ID_C[6:14] + " " + ID_C[14:],
+                 "ethnicity_code": "1", "marital_status_code": "未婚", "address_division_code": "510105",
+                 "updated_at": "2024-03-01"}),
+        # re-sent next day: new phone, compact date, sex as code, ID with lower-case x
+        ("b11", {"patient_id": "P001", "name": "张三", "sex_code": "1", "birth_date": "19800101",
+                 "id_type_code": "01", "id_number": ID_A.lower(), "ethnicity_code": "01", "marital_status_code": "20",
+                 "phone": "13900000009", "address_division_code": "510104", "updated_at": "20240402080000"}),
+    ],
+    "encounter": [
+        ("b02", {"encounter_id": "E001", "patient_id": "P001", "visit_type_code": "1", "department_code": "D01",
+                 "practitioner_id": "DR01", "visit_at": "2024-03-01 09:00:00", "payment_method_code": "07",
+                 "total_fee": "120.50"}),
+        ("b02", {"encounter_id": "E002", "patient_id": "P001", "id_number": ID_A, "visit_type_code": "住院",
+                 "department_code": "D01", "practitioner_id": "DR01", "visit_at": "20240305080000",
+                 "discharge_at": "2024-03-10 10:00:00", "payment_method_code": "1", "total_fee": "8,650.00"}),
+        ("b02", {"encounter_id": "E003", "patient_id": "P002", "visit_type_code": "急诊", "department_code": "D02",
+                 "visit_at": "2024-13-45 25:00:00", "total_fee": "免费"}),
+        ("b02", {"encounter_id": "E004", "patient_id": "P999", "id_number": ID_D, "visit_type_code": "1",
+                 "department_code": "D02", "visit_at": "2024/3/15 10:30"}),
+        ("b02", {"encounter_id": "E005", "patient_id": "P003", "visit_type_code": "3", "department_code": "D02",
+                 "visit_at": "2024-03-20 08:00:00", "discharge_at": "2024-03-20 18:00:00", "total_fee": "900"}),
+        # the discharge of E002 corrected the next day
+        ("b12", {"encounter_id": "E002", "patient_id": "P001", "id_number": ID_A, "visit_type_code": "住院",
+                 "department_code": "D01", "practitioner_id": "DR01", "visit_at": "20240305080000",
+                 "discharge_at": "2024-03-12 10:00:00", "payment_method_code": "1", "total_fee": "9,650.00"}),
+    ],
+    "diagnosis": [
+        ("b03", {"diagnosis_id": "DX1", "encounter_id": "E002", "patient_id": "P001", "diagnosis_seq": "1",
+                 "diagnosis_code": "i10 ", "diagnosis_name": "特发性（原发性）高血压", "diagnosed_at": "20240305"}),
+        ("b03", {"diagnosis_id": "DX2", "encounter_id": "E002", "patient_id": "P001", "diagnosis_seq": "2",
+                 "diagnosis_code": "E11.9", "diagnosis_name": "2型糖尿病"}),
+        ("b03", {"diagnosis_id": "DX3", "encounter_id": "E001", "patient_id": "P001", "diagnosis_seq": "1.0",
+                 "diagnosis_code": "J069", "diagnosis_name": "急性上呼吸道感染"}),
+    ],
+    "lab_result": [
+        ("b04", {"lab_result_id": "L1", "encounter_id": "E001", "patient_id": "P001", "item_code": "glu",
+                 "item_name": "葡萄糖", "result_value": " 6.80 ", "unit": "mmol/L", "reference_range": "3.9-6.1",
+                 "abnormal_flag": "↑", "reported_at": "2024-03-01 11:00:00"}),
+        ("b04", {"lab_result_id": "L2", "patient_id": "P001", "item_code": "HBSAG", "item_name": "乙肝表面抗原",
+                 "result_value": "阴性", "reference_range": "阴性", "abnormal_flag": "正常"}),
+    ],
+    "prescription": [
+        ("b05", {"order_id": "O1", "encounter_id": "E001", "patient_id": "P001", "drug_code": "x001",
+                 "drug_name": "阿莫西林胶囊", "dose": "0.5", "dose_unit": "g", "frequency": "tid", "days": "7",
+                 "ordered_at": "2024-03-01 09:20:00"}),
+        ("b05", {"order_id": "O2", "encounter_id": "E002", "patient_id": "P001", "drug_name": "硝苯地平控释片",
+                 "dose": "abc", "dose_unit": "mg", "frequency": "qd", "days": "3.5"}),
+    ],
+    "department": [
+        ("b06", {"department_code": "D01", "department_name": "心血管内科", "department_kind": "住院",
+                 "approved_beds": "50", "open_beds": " 45 "}),
+        ("b06", {"department_code": "D02", "department_name": "急诊科", "department_kind": "门诊",
+                 "approved_beds": "", "open_beds": "十"}),
+    ],
+    "practitioner": [
+        ("b07", {"practitioner_id": "DR01", "name": "赵医生", "sex_code": "女", "department_code": "D01",
+                 "profession": "医师", "title": "主任医师", "licence_number": "110510000012345"}),
+    ],
+    "health_record": [
+        ("b08", {"record_id": "R001", "name": "张三", "sex_code": "1", "birth_date": "1980-01-01",
+                 "id_number": ID_A, "phone": "13800000001", "household_id": "HH01",
+                 "address_division_code": "510104", "created_date": "2015-06-01", "family_doctor_id": "FD01"}),
+        ("b08", {"record_id": "R002", "name": "赵六", "sex_code": "男", "birth_date": "19700315",
+                 "id_number": ID_D, "household_id": "HH02", "address_division_code": "510122",
+                 "created_date": "20230115", "family_doctor_id": "FD01"}),
+    ],
+    "chronic_followup": [
+        ("b09", {"followup_id": "F1", "record_id": "R001", "id_number": ID_A, "disease_code": "I10",
+                 "followup_date": "2024-01-10", "systolic_bp": "135", "diastolic_bp": "85", "practitioner_id": "FD01"}),
+        ("b09", {"followup_id": "F2", "record_id": "R002", "disease_code": "e11.9", "followup_date": "20240112",
+                 "fasting_glucose": "7.5", "practitioner_id": "FD01"}),
+        ("b09", {"followup_id": "F3", "record_id": "R001", "disease_code": "I10", "followup_date": "2024/2/1",
+                 "systolic_bp": "150", "diastolic_bp": "95"}),
+    ],
+    "immunization": [
+        ("b10", {"immunization_id": "V1", "id_number": ID_E, "name": "小明", "birth_date": "2020-03-01",
+                 "vaccine_code": "0101", "vaccine_name": "乙肝疫苗", "dose_seq": "1", "vaccinated_date": "20200302",
+                 "lot_number": "L2020A", "vaccinating_institution_code": "CDC01"}),
+        ("b10", {"immunization_id": "V2", "name": "无证儿童", "birth_date": "2021-05-05", "vaccine_code": "0101",
+                 "dose_seq": "1", "vaccinated_date": "2021-05-06"}),
+    ],
+}
+
+INSTITUTIONS = [
+    ("H001", "市第一人民医院", "hospital", "三级甲等", "510104", 2),
+    ("C001", "锦江区社区卫生服务中心", "community_health_centre", None, "510104", 1),
+    ("CDC01", "市疾病预防控制中心", "cdc", None, "510100", 1),
+    ("T001", "金堂县赵镇卫生院", "township_health_centre", None, "510121", 1),   # registered, never delivered
+]
+
+
+def build_fixture_lake() -> None:
+    """Create the bronze and ops tables of the lake configured by HEALTHLAKE_ROOT and fill them."""
+    con = lake.connect()
+    try:
+        for name in datasets():
+            con.execute(bronze_ddl(name))
+        for ddl in OPS_DDL:
+            con.execute(ddl)
+        counts: dict[str, int] = {}
+        for name, rows in BRONZE.items():
+            elements = get_dataset(name).element_names
+            cols = elements + ["_institution_code", "_feed", "_batch_id", "_source_file", "_source_row",
+                               "_ingested_at", "_row_hash"]
+            for row_no, (batch, values) in enumerate(rows, start=1):
+                unknown = set(values) - set(elements)
+                assert not unknown, f"{name}: not data elements: {unknown}"
+                inst, _, hours = BATCHES[batch]
+                counts[batch] = counts.get(batch, 0) + 1
+                record = [values.get(e) for e in elements] + [
+                    inst, f"{inst.lower()}_his", batch, f"landing/{inst}/{batch}.csv", row_no,
+                    T0 + timedelta(hours=hours), f"hash-{batch}-{row_no}"]
+                con.execute(f"INSERT INTO bronze.{name} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                            record)
+        for inst in INSTITUTIONS:
+            con.execute("INSERT INTO ops.institution VALUES (?, ?, ?, ?, ?, ?, ?)", [*inst, T0 - timedelta(days=30)])
+        for batch, (inst, dataset, hours) in BATCHES.items():
+            at = T0 + timedelta(hours=hours)
+            con.execute("INSERT INTO ops.ingest_batch VALUES (?, ?, ?, ?, 'csv', 'utf-8', ?, ?, 100, ?, ?, 0, "
+                        "'loaded', NULL, ?, ?)",
+                        [batch, inst, f"{inst.lower()}_his", dataset, f"landing/{inst}/{batch}.csv", "0" * 64,
+                         counts[batch], counts[batch], at - timedelta(minutes=1), at])
+        # a failed delivery does not count as data received
+        con.execute("INSERT INTO ops.ingest_batch VALUES ('b99', 'T001', 't001_gw', 'person', 'csv', 'gb18030', "
+                    "'landing/T001/b99.csv', NULL, 10, 0, 0, 0, 'failed', 'unreadable header', ?, ?)", [T0, T0])
+    finally:
+        con.close()
+
+
+def run_dbt(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, **dbt_env(), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+           "DBT_LOG_PATH": str(settings().root / "dbt_logs")}
+    dbt = Path(sys.executable).with_name("dbt")
+    return subprocess.run([str(dbt), *args, "--project-dir", str(DBT_PROJECT_DIR)],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def built_lake(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dbt_lake")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HEALTHLAKE_ROOT", str(root))
+        for var in ("HEALTHLAKE_CATALOG", "HEALTHLAKE_DATA_PATH", "HEALTHLAKE_S3_ENDPOINT"):
+            mp.delenv(var, raising=False)
+        mp.setenv("HEALTHLAKE_PERSON_KEY_SECRET", "test-secret-123")
+        build_fixture_lake()
+        result = run_dbt("build")
+        assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+        con = lake.connect(read_only=True)
+        try:
+            yield con, result.stdout
+        finally:
+            con.close()
+
+
+def rows(con, sql, *params):
+    return con.execute(sql, list(params)).fetchall()
+
+
+def test_sources_yaml_is_generated_from_the_standard():
+    script = DBT_PROJECT_DIR / "scripts" / "gen_sources.py"
+    result = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_build_passes_every_data_and_unit_test(built_lake):
+    results = json.loads((settings().dbt_target_dir / "run_results.json").read_text(encoding="utf-8"))["results"]
+    kinds = {r["unique_id"].split(".")[0] for r in results}
+    assert {"seed", "model", "test", "unit_test"} <= kinds
+    not_ok = {r["unique_id"].split(".")[2]: r["status"] for r in results if r["status"] not in ("success", "pass")}
+    # the one warning is the fixture's unparseable visit time (E003): a sev_2 test warns, never fails
+    assert not_ok == {"not_null_fct_encounter_visit_at": "warn"}
+
+
+def test_mart_row_counts(built_lake):
+    con, _ = built_lake
+    expected = {
+        "population.dim_person": 4,             # A (hospital + archive), C, D (archive), E (immunised child)
+        "population.person_identifier": 7,      # P001 P002 P003 R001 R002 V1 V2
+        "emr.fct_encounter": 5,
+        "emr.fct_diagnosis": 3,
+        "emr.fct_lab_result": 2,
+        "emr.fct_medication_order": 2,
+        "health_record.dim_health_record": 2,
+        "health_record.fct_chronic_followup": 3,
+        "health_record.fct_immunization": 2,
+        "resource.dim_institution": 4,
+        "resource.dim_department": 2,
+        "resource.dim_practitioner": 1,
+    }
+    got = {t: rows(con, f"select count(*) from lake.{t}")[0][0] for t in expected}
+    assert got == expected
+
+
+def test_staging_keeps_every_bronze_row(built_lake):
+    con, _ = built_lake
+    assert rows(con, "select count(*) from lake.staging.stg_bronze__encounters")[0][0] == 6
+    assert rows(con, "select count(*) from lake.staging.stg_bronze__persons")[0][0] == 4
+
+
+def test_person_golden_record_takes_the_latest_values(built_lake):
+    con, _ = built_lake
+    (r,) = rows(con, "select name, sex_code, birth_date::varchar, ethnicity_code, current_division_code, phone, "
+                     "source_count, institution_count, last_seen_at > first_seen_at from lake.population.dim_person "
+                     "where id_number = ?", ID_A)
+    assert r == ("张三", "1", "1980-01-01", "01", "510104", "13900000009", 2, 2, True)
+
+
+def test_person_key_is_keyed_md5_of_the_id_number(built_lake):
+    con, _ = built_lake
+    (r,) = rows(con, "select person_key = md5(? || id_number) from lake.population.dim_person where id_number = ?",
+                "test-secret-123", ID_C)
+    assert r == (True,)
+    (r,) = rows(con, "select birth_date::varchar, sex_code, sex_name from lake.population.dim_person "
+                     "where id_number = ?", ID_C)
+    assert r == ("1990-05-06", "2", "女")
+
+
+def test_invalid_id_number_is_unlinked_not_a_person(built_lake):
+    con, _ = built_lake
+    assert rows(con, "select count(*) from lake.population.dim_person where id_number = ?", ID_BAD) == [(0,)]
+    got = rows(con, "select institution_code, source_dataset, source_id, person_key, match_method, "
+                    "match_probability, is_valid_id_number from lake.population.person_identifier "
+                    "where person_key is null order by source_id")
+    assert got == [("H001", "person", "P002", None, "unlinked", None, False),
+                   ("CDC01", "immunization", "V2", None, "unlinked", None, False)]
+    linked = rows(con, "select distinct match_method, match_probability from lake.population.person_identifier "
+                       "where person_key is not null")
+    assert linked == [("valid_id_number", 1.0)]
+
+
+def test_encounters_deduplicated_typed_and_linked(built_lake):
+    con, _ = built_lake
+    got = {r[0]: r[1:] for r in rows(con, """
+        select e.encounter_id, e.visit_type_code, e.visit_type_name, e.visit_at::varchar, e.length_of_stay_days,
+               e.primary_diagnosis_code, e.total_fee, e.payment_method_code, e._batch_id, e.version_count,
+               p.id_number, e.person_link_method
+        from lake.emr.fct_encounter e left join lake.population.dim_person p using (person_key)""")}
+    from decimal import Decimal
+    assert got["E001"] == ("1", "门诊", "2024-03-01 09:00:00", None, "J06.9", Decimal("120.50"), "07", "b02", 1,
+                           ID_A, "patient_id")
+    # the correction sent the next day wins: discharge 12 March, 7 days
+    assert got["E002"] == ("3", "住院", "2024-03-05 08:00:00", 7, "I10", Decimal("9650.00"), "01", "b12", 2,
+                           ID_A, "id_number")
+    # unparseable visit time and fee: null, flagged in staging, row kept; patient unlinked
+    assert got["E003"] == ("2", "急诊", None, None, None, None, None, "b02", 1, None, None)
+    # no patient record at the hospital, but the ID number is known from a health archive
+    assert got["E004"][2] == "2024-03-15 10:30:00" and got["E004"][-2:] == (ID_D, "id_number")
+    # same-day inpatient stay counts one day
+    assert got["E005"][3] == 1
+    (flags,) = rows(con, "select is_valid_visit_at, is_valid_total_fee from lake.staging.stg_bronze__encounters "
+                         "where encounter_id = 'E003'")
+    assert flags == (False, False)
+
+
+def test_health_record_marts(built_lake):
+    con, _ = built_lake
+    got = rows(con, "select record_id, created_date::varchar, person_key is not null from "
+                    "lake.health_record.dim_health_record order by record_id")
+    assert got == [("R001", "2015-06-01", True), ("R002", "2023-01-15", True)]
+    got = rows(con, "select followup_id, disease_code, disease_type, followup_date::varchar, is_controlled, "
+                    "person_key is not null from lake.health_record.fct_chronic_followup order by followup_id")
+    assert got == [("F1", "I10", "hypertension", "2024-01-10", True, True),
+                   ("F2", "E11.9", "diabetes", "2024-01-12", False, True),
+                   ("F3", "I10", "hypertension", "2024-02-01", False, True)]
+
+
+def test_lab_and_medication_facts(built_lake):
+    con, _ = built_lake
+    from decimal import Decimal
+    got = rows(con, "select lab_result_id, result_value, result_value_numeric, reference_low, reference_high, "
+                    "abnormal_flag, is_abnormal, encounter_key is null from lake.emr.fct_lab_result order by 1")
+    assert got == [("L1", "6.80", Decimal("6.8"), Decimal("3.9"), Decimal("6.1"), "H", True, False),
+                   ("L2", "阴性", None, None, None, "N", False, True)]
+    got = rows(con, "select order_id, dose, days, person_key is not null from lake.emr.fct_medication_order order by 1")
+    assert got == [("O1", Decimal("0.5"), 7, True), ("O2", None, None, True)]
+
+
+def test_resource_marts(built_lake):
+    con, _ = built_lake
+    got = rows(con, "select institution_code, is_connected, batches_loaded, batches_failed, rows_loaded, "
+                    "division_name from lake.resource.dim_institution order by 1")
+    assert got == [("C001", True, 2, 0, 5, "锦江区"), ("CDC01", True, 1, 0, 2, "成都市"),
+                   ("H001", True, 9, 0, 20, "锦江区"), ("T001", False, 0, 1, 0, "金堂县")]
+    got = rows(con, "select department_code, approved_beds, open_beds from lake.resource.dim_department order by 1")
+    assert got == [("D01", 50, 45), ("D02", None, None)]
+
+
+def test_marts_carry_chinese_column_comments(built_lake):
+    con, _ = built_lake
+    (comment,) = rows(con, "select comment from duckdb_columns() where database_name = 'lake' and "
+                           "schema_name = 'population' and table_name = 'dim_person' and column_name = 'person_key'")[0]
+    assert comment and "个人" in comment
+
+
+def test_person_key_secret_is_not_written_anywhere(built_lake):
+    written = [settings().dbt_target_dir, settings().root / "dbt_logs"]
+    assert all(d.is_dir() for d in written)
+    leaked = [p for d in written for p in d.rglob("*") if p.is_file() and b"test-secret-123" in p.read_bytes()]
+    assert not leaked
