@@ -187,11 +187,9 @@ def cmd_ui(args) -> int:
 
 
 def cmd_dbt_parse(args) -> int:
-    from pipelines.defs.dbt.resources import dbt_project
+    from pipelines.defs.dbt.resources import dbt_project, parse_manifest
 
-    project = dbt_project()
-    project.preparer.prepare(project)
-    print(f"dbt manifest: {project.manifest_path}")
+    print(f"dbt manifest: {parse_manifest(dbt_project())}")
     return 0
 
 

@@ -1,6 +1,5 @@
 """Catalog: the resource directory listing every lake table with its row count."""
 
-from __future__ import annotations
 
 from collections.abc import Sequence
 

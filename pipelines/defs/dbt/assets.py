@@ -1,6 +1,5 @@
 """dbt models as assets; dbt tests run as asset checks."""
 
-from __future__ import annotations
 
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets

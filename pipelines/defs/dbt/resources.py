@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 from functools import cache
+from pathlib import Path
+
 from dagster_dbt import DbtCliResource, DbtProject
 
 from healthlake.config import settings
 from healthlake.dbt import DBT_PROJECT_DIR, apply_dbt_env
+
+# The dbt next to this Python (the venv's), whether or not the venv is on PATH.
+DBT_EXECUTABLE = str(Path(sys.executable).with_name("dbt"))
 
 
 @cache
@@ -15,12 +21,19 @@ def dbt_project() -> DbtProject:
     apply_dbt_env(s)
     # target/ lives under the lake root (absolute), so each lake has its own manifest and run results.
     project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR, target_path=s.dbt_target_dir)
-    # The manifest is built by `make install` (`healthlake dbt-parse`); `dagster dev` re-parses on start.
-    project.prepare_if_dev()
-    if not project.manifest_path.exists():
-        project.preparer.prepare(project)
+    # The manifest is built by `make install` (`healthlake dbt-parse`); `dagster dev` re-parses on
+    # start; a lake root without one (a test's) gets it parsed once, here.
+    if project.preparer.using_dagster_dev() or not project.manifest_path.exists():
+        parse_manifest(project)
     return project
 
 
+def parse_manifest(project: DbtProject) -> Path:
+    apply_dbt_env()
+    DbtCliResource(project_dir=project, dbt_executable=DBT_EXECUTABLE).cli(
+        ["parse", "--quiet"], target_path=project.target_path).wait()
+    return project.manifest_path
+
+
 def dbt_resource() -> DbtCliResource:
-    return DbtCliResource(project_dir=dbt_project(), profiles_dir=str(DBT_PROJECT_DIR))
+    return DbtCliResource(project_dir=dbt_project(), profiles_dir=str(DBT_PROJECT_DIR), dbt_executable=DBT_EXECUTABLE)

@@ -1,6 +1,5 @@
 """Ingest: every new landing-zone file into bronze (one asset per standard data set)."""
 
-from __future__ import annotations
 
 from collections import Counter
 
