@@ -34,8 +34,8 @@ def build_check(rule_file: RuleFile) -> dg.AssetChecksDefinition:
     def gx_rules(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         s = settings()
         results = run_table_rules(rule_file.table, rule_file, settings=s)
-        store_results(results, context.run_id, datetime.now(timezone.utc), settings=s)
-        report = write_report(s, run_id=context.run_id)
+        store_results(results, context.run.run_id, datetime.now(timezone.utc), settings=s)
+        report = write_report(s, run_id=context.run.run_id)
         critical_bad = [r for r in results if r.severity == "critical" and r.status in (FAIL, ERROR)]
         other_bad = [r for r in results if r.severity != "critical" and r.status in (FAIL, ERROR)]
         checked = [r for r in results if r.pass_rate is not None]
