@@ -59,7 +59,7 @@ def ensure_demo_city(s: Settings) -> bool:
 
 
 # ---------------------------------------------------------------- demo
-def run_all_assets(s: Settings):
+def run_all_assets(s: Settings, log_level: str = "INFO"):
     """Materialise every asset (and run every check) in process, recorded in DAGSTER_HOME."""
     import dagster as dg
 
@@ -68,7 +68,8 @@ def run_all_assets(s: Settings):
     prepare_dagster_home(s)
     with dg.DagsterInstance.get() as instance:
         job = build_definitions().resolve_job_def(ALL_ASSETS_JOB)
-        return job.execute_in_process(instance=instance, raise_on_error=False)
+        return job.execute_in_process(instance=instance, raise_on_error=False,
+                                      run_config={"loggers": {"console": {"config": {"log_level": log_level}}}})
 
 
 def database_summary(s: Settings) -> list[tuple[str, str, int]]:
@@ -88,22 +89,36 @@ def cmd_demo(args) -> int:
     t0 = time.perf_counter()
     generated = ensure_demo_city(s)
     print(f"城市: {s.city_dir} ({'新生成' if generated else '已存在'}, {s.demo_residents} 居民, {s.demo_days} 天)")
-    result = run_all_assets(s)
+    print("物化全部资产（Dagster 作业 healthlake_all：采集 → dbt 四大数据库 → 质控 → 资源目录）…", flush=True)
+    result = run_all_assets(s, log_level="WARNING")
+    import dagster as dg
+
     evaluations = result.get_asset_check_evaluations()
     passed = sum(1 for e in evaluations if e.passed)
-    failed = [e for e in evaluations if not e.passed]
+    errors = [e for e in evaluations if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR]
+    warnings = [e for e in evaluations if not e.passed and e.severity != dg.AssetCheckSeverity.ERROR]
+    ingest = result.asset_materializations_for_node("ingest_landing_zone")
+    batch = next((m.metadata for m in ingest if m.asset_key.path == ["ops", "ingest_batch"]), {})
+    if batch:
+        v = {k: getattr(x, "value", x) for k, x in batch.items()}
+        print(f"\n== 本次采集 == 文件 {v['files_seen']}：入库 {v['batches_loaded']}，内容重复跳过 "
+              f"{v['batches_skipped_same_content']}，失败 {v['batches_failed']}；读取 {v['rows_read']:,} 行 = "
+              f"入库 {v['rows_loaded']:,} + 拒收 {v['rows_rejected']:,}")
     print("\n== 各库行数 ==")
     by_schema: dict[str, int] = {}
     for schema, table, n in database_summary(s):
         by_schema[schema] = by_schema.get(schema, 0) + n
         if schema in DATABASE_SCHEMAS:
-            print(f"  {schema}.{table:<28} {n:>10,}")
+            print(f"  {schema + '.' + table:<40} {n:>10,}")
     for schema in ("bronze",) + DATABASE_SCHEMAS:
-        print(f"  合计 {schema:<26} {by_schema.get(schema, 0):>10,}")
-    print(f"\n== 质控检查 == 通过 {passed}，未通过 {len(failed)}")
-    for e in failed:
-        print(f"  未通过: {e.asset_key.to_user_string()} · {e.check_name}")
-    print(f"\n数据湖目录: {s.catalog}\n数据文件:   {s.data_path}\n报告:       {s.reports_dir}")
+        print(f"  合计 {schema:<35} {by_schema.get(schema, 0):>10,}")
+    print(f"\n== 质控检查（dbt 测试 + GX 质控规则）== 通过 {passed}，告警 {len(warnings)}，失败 {len(errors)}")
+    for label, items in (("失败", errors), ("告警", warnings)):
+        for e in items:
+            print(f"  {label}: {e.asset_key.to_user_string()} · {e.check_name}")
+    print(f"\n数据湖目录: {s.catalog}\n数据文件:   {s.data_path}\n质控报告:   {s.reports_dir / 'quality' / 'index.html'}"
+          f"\n资源目录:   {s.reports_dir / 'catalog' / 'resource_directory.json'}"
+          f"\n查询示例:   .venv/bin/healthlake sql \"SELECT * FROM catalog.resource_directory\"")
     print(f"用时 {time.perf_counter() - t0:.1f} s；运行{'成功' if result.success else '失败'}（run {result.run_id}）")
     return 0 if result.success else 1
 
