@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test ui bench clean
+.PHONY: install manifest demo test ui bench clean
 
 install: $(STAMP)
 
@@ -15,13 +15,17 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -c "import duckdb, dagster, dagster_dbt, great_expectations, healthlake"
 	touch $(STAMP)
 
-demo: install
+# The dbt manifest is built here, at build time, not when Dagster imports the definitions.
+manifest: $(STAMP)
+	$(BIN)/healthlake dbt-parse
+
+demo: install manifest
 	$(BIN)/healthlake demo
 
 test: install
 	$(BIN)/python -m pytest -q
 
-ui: install
+ui: install manifest
 	$(BIN)/healthlake ui
 
 bench: install
