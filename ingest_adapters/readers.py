@@ -10,6 +10,9 @@ from ingest_adapters.errors import UnknownReaderError
 _READERS: dict[str, str] = {
     # format name -> "module:function"; modules are imported when first used.
     "csv": "ingest_adapters.delimited:open_csv",
+    "excel": "ingest_adapters.excel:open_excel",
+    "json": "ingest_adapters.jsonl:open_json",
+    "ndjson": "ingest_adapters.jsonl:open_ndjson",
 }
 
 

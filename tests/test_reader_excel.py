@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+import zipfile
 from pathlib import Path
 
 import duckdb
@@ -143,6 +144,18 @@ def test_bad_workbooks_are_unreadable(tmp_path, data, message):
     p.write_bytes(data)
     with pytest.raises(UnreadableFileError, match=message):
         scan(p, feed(), tmp_path)
+
+
+def test_a_damaged_sheet_inside_a_sound_zip_is_unreadable(tmp_path):
+    p = tmp_path / "damaged.xlsx"
+    with zipfile.ZipFile(HEALTH_XLSX) as src, zipfile.ZipFile(p, "w") as dst:
+        for item in src.infolist():
+            body = src.read(item.filename)
+            dst.writestr(item, body[: len(body) // 2] if item.filename == "xl/worksheets/sheet2.xml" else body)
+    with pytest.raises(UnreadableFileError, match="cannot read sheet '健康档案'"):
+        scan(p, feed(sheet="健康档案"), tmp_path)
+    # the other sheets still read
+    assert scan(p, feed({"record_id": "档案编号"}, sheet="停用档案"), tmp_path)[1] == [("5110109999", "孙八", "死亡")]
 
 
 def test_an_xls_renamed_xlsx_still_reads(tmp_path):

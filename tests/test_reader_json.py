@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import duckdb
 import pytest
 import yaml
 
 from healthlake.lake import connect
-from ingest_adapters import UnreadableFileError, ingest_landing
-from ingest_adapters import jsonl
+from ingest_adapters import UnreadableFileError, ingest_landing, jsonl
 from ingest_adapters.jsonl import open_json, open_ndjson, render_number
 from ingest_adapters.registry import Feed
 
