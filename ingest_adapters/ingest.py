@@ -117,15 +117,16 @@ def ingest_file(con: duckdb.DuckDBPyConnection, registry: Registry, path: Path, 
         table = f"bronze.{ds.name}"
         cols = elements + ["_institution_code", "_feed", "_batch_id", "_source_file", "_source_row",
                            "_ingested_at", "_row_hash"]
+        ordinal = _q(scan.ordinal_column) if scan.ordinal_column else "row_number() OVER ()"
         con.execute("BEGIN")
         try:
             inserted = con.execute(
                 f"INSERT INTO {table} ({', '.join(_q(c) for c in cols)}) "
                 f"SELECT {', '.join(_q(e) for e in elements)}, ?, ?, ?, ?, __ord, ?::TIMESTAMPTZ, {hash_expr} "
-                f"FROM (SELECT row_number() OVER () AS __ord, {select} FROM {scan.from_sql})",
+                f"FROM (SELECT {ordinal} AS __ord, {select} FROM {scan.from_sql})",
                 [result.institution_code, result.feed, result.batch_id, rel, started]).fetchone()[0]
             rejects = scan.rejects(con)
-            if rejects:
+            if rejects and not scan.ordinal_column:
                 gaps = [(r - j,) for j, r in enumerate(sorted({x.source_row for x in rejects}), start=1)]
                 con.execute("CREATE OR REPLACE TEMP TABLE _reject_gaps (t BIGINT)")
                 con.executemany("INSERT INTO _reject_gaps VALUES (?)", gaps)
@@ -142,9 +143,9 @@ def ingest_file(con: duckdb.DuckDBPyConnection, registry: Registry, path: Path, 
         except Exception:
             con.execute("ROLLBACK")
             raise
-        result.status = "loaded"
+        result.status, result.notes = "loaded", dict(scan.notes)
         result.rows_read, result.rows_loaded, result.rows_rejected = batch["rows_read"], batch["rows_loaded"], batch["rows_rejected"]
-    except (IngestError, duckdb.Error, OSError, UnicodeError) as e:
+    except Exception as e:  # noqa: BLE001 — any error fails this file's batch, never the others
         result.status, result.error = "failed", f"{type(e).__name__}: {e}"
         log.warning("batch %s failed: %s", rel, result.error)
         batch.update(status="failed", error=result.error, finished_at=datetime.now(timezone.utc))

@@ -16,6 +16,22 @@ _READERS: dict[str, str] = {
 }
 
 
+# Feed options each format understands (beyond id, dataset, format, mapping, encoding,
+# delimiter, quote, cadence); the registry refuses others, suggesting the closest.
+READER_OPTIONS: dict[str, frozenset[str]] = {
+    "csv": frozenset(),
+    "excel": frozenset({"sheet", "header_row"}),
+    "json": frozenset({"records_path"}),
+    "ndjson": frozenset(),
+}
+# Options any feed may carry: documentation of its value formats, its quality threshold.
+COMMON_OPTIONS = frozenset({"value_formats", "quality_threshold", "description"})
+
+
+def reader_options(name: str) -> frozenset[str]:
+    return READER_OPTIONS.get(name, frozenset()) | COMMON_OPTIONS
+
+
 def reader_names() -> list[str]:
     return sorted(_READERS)
 

@@ -67,7 +67,7 @@ class Registry:
 
 
 def _feed(inst_code: str, raw: dict) -> Feed:
-    from ingest_adapters.readers import reader_names  # late: readers import this module
+    from ingest_adapters.readers import reader_names, reader_options  # late: readers import this module
 
     where = f"institution {inst_code} feed {raw.get('id', '?')}"
     for key in ("id", "dataset", "format", "mapping"):
@@ -92,6 +92,11 @@ def _feed(inst_code: str, raw: dict) -> Feed:
     if encoding not in ENCODINGS:
         raise RegistryError(f"{where}: unknown encoding '{encoding}'{_suggest(encoding, ENCODINGS)}")
     known = {"id", "dataset", "format", "mapping", "encoding", "delimiter", "quote", "cadence"}
+    allowed = reader_options(raw["format"])
+    for option in raw:
+        if option not in known and option not in allowed:
+            raise RegistryError(f"{where}: unknown option '{option}' for format {raw['format']}"
+                                f"{_suggest(option, sorted(known | allowed))}")
     return Feed(id=str(raw["id"]), dataset=ds.name, format=raw["format"], mapping=mapping, encoding=encoding,
                 delimiter=str(raw.get("delimiter", ",")), quote=str(raw.get("quote", '"')),
                 cadence=str(raw.get("cadence", "daily")),

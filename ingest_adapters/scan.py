@@ -22,9 +22,12 @@ class SourceScan:
 
     ``from_sql`` is a FROM-clause expression yielding one row per loaded source record,
     with the source's own column names (all VARCHAR), in file order. After the scan has
-    been consumed, ``rejects(con)`` returns the records it could not load. When
-    ``ordinal_has_gaps`` is false, the n-th scanned row is data record n; otherwise the
-    ingest renumbers scanned rows around the rejected records.
+    been consumed, ``rejects(con)`` returns the records it could not load.
+
+    Record numbers (``_source_row``): when ``ordinal_column`` names a column of the scan,
+    it holds each record's own number (e.g. the Excel sheet row) and is used as is;
+    otherwise the ingest numbers the scanned rows 1..n in order and renumbers them
+    around the rejected records, so a reader needs only to keep file order.
     """
 
     columns: list[str]
@@ -33,3 +36,4 @@ class SourceScan:
     replaced_bytes: int = 0  # undecodable byte sequences replaced by U+FFFD while transcoding
     cleanup: Callable[[], None] = lambda: None
     notes: dict = field(default_factory=dict)
+    ordinal_column: str | None = None

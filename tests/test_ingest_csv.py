@@ -133,3 +133,34 @@ def test_registry_errors_suggest_the_closest_name(lake_env):
         get_reader("csvv")
     with pytest.raises(RegistryError, match="no feed registry"):
         load_registry(lake_env.registry)
+
+
+def test_registry_refuses_unknown_reader_options(lake_env):
+    bad = inst("H1")
+    bad["feeds"][0]["sheet"] = "Sheet1"  # an Excel option on a CSV feed
+    with pytest.raises(RegistryError, match="unknown option 'sheet' for format csv"):
+        parse_registry({"institutions": [bad]})
+    bad["feeds"][0].pop("sheet")
+    bad["feeds"][0]["quality_treshold"] = 0.9
+    with pytest.raises(RegistryError, match="did you mean 'quality_threshold'"):
+        parse_registry({"institutions": [bad]})
+
+
+def test_a_reader_crash_fails_only_its_file(lake_env, monkeypatch):
+    import ingest_adapters.readers as readers
+
+    s = lake_env
+    write_registry(s, [inst("H1"), inst("H2")])
+    put(s, "H1", "a.csv", b"KSDM,KSMC,KSLB\n01,a,x\n")
+    put(s, "H2", "b.csv", b"KSDM,KSMC,KSLB\n02,b,y\n")
+    real = readers.get_reader("csv")
+
+    def flaky(con, path, feed, work_dir):
+        if "H1" in str(path):
+            raise ValueError("reader exploded")
+        return real(con, path, feed, work_dir)
+
+    monkeypatch.setattr("ingest_adapters.ingest.get_reader", lambda name: flaky)
+    results = {r.institution_code: r for r in ingest_landing()}
+    assert results["H1"].status == "failed" and "reader exploded" in results["H1"].error
+    assert results["H2"].status == "loaded"
