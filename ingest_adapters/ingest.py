@@ -113,7 +113,7 @@ def ingest_file(con: duckdb.DuckDBPyConnection, registry: Registry, path: Path, 
                               f"its columns are {scan.columns}")
         elements = [e for e in ds.element_names if e in feed.mapping]
         select = ", ".join(f"{_q(feed.mapping[e])} AS {_q(e)}" for e in elements)
-        hash_expr = "md5(concat_ws(chr(31), " + ", ".join(f"coalesce({_q(e)}, chr(0))" for e in elements) + "))"
+        hash_expr = "hash(" + ", ".join(_q(e) for e in elements) + ")"
         table = f"bronze.{ds.name}"
         cols = elements + ["_institution_code", "_feed", "_batch_id", "_source_file", "_source_row",
                            "_ingested_at", "_row_hash"]
