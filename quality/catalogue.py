@@ -11,6 +11,8 @@ Format (see ``quality/rules/README.md``)::
         expectation: expect_column_values_to_not_be_null   # a GX 1.x expectation (snake_case or ClassName)
         kwargs: {column: person_key}      # the expectation's arguments
         threshold: 1.0                    # pass when rows passing / rows checked >= threshold (default 0.95)
+        element: id_number                # optional: the data element a rectification list shows
+                                          # (default: kwargs.column)
 
 Structural mistakes (a missing field, an unknown dimension or expectation, a duplicate id) raise
 ``QualityError`` when the file is loaded. Mistakes only the database can see (a missing column, a
@@ -41,7 +43,8 @@ _FORBIDDEN_KWARGS = {"mostly": "use the rule's `threshold` instead of `mostly`",
                      "result_format": "the runner chooses the result format",
                      "meta": "the runner sets `meta`"}
 _ID = re.compile(r"^[A-Z][A-Z0-9]*-[0-9]{3,}$")
-_RULE_FIELDS = {"id", "name", "dimension", "severity", "expectation", "kwargs", "threshold", "description"}
+_RULE_FIELDS = {"id", "name", "dimension", "severity", "expectation", "kwargs", "threshold", "description",
+                "element"}
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,12 @@ class Rule:
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     threshold: float = DEFAULT_THRESHOLD
     description: str | None = None
+    element: str | None = None            # the data element the rule is about (rectification lists)
+
+    @property
+    def field(self) -> str | None:
+        """The data element whose value explains a failure: ``element``, else ``kwargs['column']``."""
+        return self.element or self.kwargs.get("column")
 
     def build_expectation(self):
         """The GX expectation object (raises if the kwargs do not fit it)."""
@@ -121,7 +130,8 @@ def _parse_rule(item: Mapping[str, Any], where: str) -> Rule:
     threshold = item.get("threshold", DEFAULT_THRESHOLD)
     rule = Rule(id=str(item["id"]), name=str(item["name"]), dimension=str(item["dimension"]),
                 severity=str(item["severity"]), expectation=_snake(str(item["expectation"])),
-                kwargs=dict(kwargs), threshold=threshold, description=item.get("description"))
+                kwargs=dict(kwargs), threshold=threshold, description=item.get("description"),
+                element=None if item.get("element") is None else str(item["element"]))
     _check_rule(rule, where)
     return rule
 

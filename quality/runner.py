@@ -176,10 +176,12 @@ def run_table_rules(table: str, rules: str | Path | RuleFile | Iterable[Rule | M
 
     from quality.gx_duckdb import get_context, lake_batch, split_table
 
-    split_table(table)
+    schema, _ = split_table(table)
     rules = _resolve_rules(table, rules)
     if not rules:
         return []
+    if schema == "bronze":
+        _ensure_reference(settings)
 
     results: dict[str, RuleResult] = {}
     expectations = {}
@@ -224,6 +226,21 @@ def run_table_rules(table: str, rules: str | Path | RuleFile | Iterable[Rule | M
         else:
             results[rule.id] = _interpret(table, rule, gx_result, row_count)
     return [results[r.id] for r in rules]
+
+
+def _ensure_reference(settings: Settings | None) -> None:
+    """The bronze rules join to ``lake.quality.ref_*`` (quality/reference.py): create or refresh them.
+
+    Best effort: when another writer holds the catalog the tables are normally already there (the
+    sync writes only on change); a rule whose reference table is missing is ERROR on its own.
+    """
+    from quality.reference import sync_reference
+
+    try:
+        with contextlib.closing(connect(settings or load_settings())) as con:
+            sync_reference(con, settings)
+    except Exception as e:  # noqa: BLE001 - reported per rule if it matters
+        log.warning("quality: could not refresh the reference tables: %s", _short(e))
 
 
 def _ensure_result_table(con) -> None:

@@ -295,7 +295,8 @@ def test_run_all_stores_results_and_appends(lake):
     first = run_all(settings=lake)
     assert sorted(first.tables_run) == ["emr.fct_encounter", "health_record.dim_health_record",
                                         "population.dim_person", "resource.dim_institution"]
-    assert first.tables_skipped == []
+    # the bronze rules files' tables are not in this mart-only lake
+    assert first.tables_skipped and all(t.startswith("bronze.") for t in first.tables_skipped)
     assert len(first.results) == 6 + 5 + 3 + 3
     second = run_all(settings=lake)
     assert second.run_id != first.run_id
@@ -338,8 +339,8 @@ def test_run_all_skips_tables_not_in_the_lake(lake, tmp_path):
 
 def test_catalogue_is_valid_and_covers_the_four_marts():
     files = load_catalogue()
-    assert [f.table for f in files] == ["emr.fct_encounter", "health_record.dim_health_record",
-                                        "population.dim_person", "resource.dim_institution"]
+    assert {"emr.fct_encounter", "health_record.dim_health_record", "population.dim_person",
+            "resource.dim_institution"} <= {f.table for f in files}
     for f in files:
         for rule in f.rules:
             rule.build_expectation()            # kwargs fit the GX expectation

@@ -1,0 +1,212 @@
+"""整改清单: per institution, an Excel workbook listing every failing row of its bronze data.
+
+    from quality.rectification import write_rectification_lists
+    paths = write_rectification_lists(run)      # run: a BronzeRun (or None: every data set, all batches)
+    # → {institution_code: <reports_dir>/quality/rectification/<institution_code>.xlsx}
+
+Each workbook has two sheets:
+
+* ``汇总`` (summary): the institution, the run, its 合格率 (rows passing every critical rule) against
+  the threshold, and one line per rule with rows checked / failed and the pass rate;
+* ``整改清单`` (the list): one line per failing row and rule: data set, source file, row number
+  (``_source_row``: the data record's number in the delivered file, header not counted), business
+  key, rule id and Chinese name, severity, field, value, reason.
+
+Values of data elements whose classification level is ≥ 4 (``catalog/standard_datasets.yaml``) are
+masked (``mask_value``): the list travels to the institution by ordinary channels. Business keys
+(level ≤ 3) are shown so the row can be found. Only critical and major rules are listed by default
+(minor rules and whole-batch timeliness findings appear in the summary counts); at most
+``MAX_ROWS`` lines per workbook (Excel's limit is 1,048,576), the summary says when it was cut.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from healthlake.config import Settings, settings as load_settings
+from healthlake.lake import LAKE, connect
+from quality.catalogue import Rule
+from quality.errors import QualityError
+
+__all__ = ["write_rectification_lists", "rectification_rows", "mask_value", "rectification_dir",
+           "LIST_HEADERS", "SUMMARY_SHEET", "LIST_SHEET", "MAX_ROWS"]
+
+SUMMARY_SHEET, LIST_SHEET = "汇总", "整改清单"
+LIST_HEADERS = ("数据集", "数据集名称", "源文件", "行号", "业务主键", "规则编号", "规则名称", "严重程度",
+                "维度", "字段", "字段名称", "值", "原因")
+MAX_ROWS = 200_000
+MASK_LEVEL = 4
+SEVERITY_ZH = {"critical": "严重", "major": "重要", "minor": "一般"}
+DIMENSION_ZH = {"completeness": "完整性", "validity": "有效性", "consistency": "一致性",
+                "uniqueness": "唯一性", "timeliness": "及时性", "plausibility": "合理性"}
+
+
+def rectification_dir(settings: Settings | None = None) -> Path:
+    return (settings or load_settings()).reports_dir / "quality" / "rectification"
+
+
+def mask_value(element: str | None, value) -> str | None:
+    """Mask a level ≥ 4 value: ID 6 + ******** + 4, phone 3 + **** + 4, name surname + *, else 2 + ***."""
+    if value is None:
+        return None
+    v = str(value)
+    if element == "id_number":
+        return v[:6] + "********" + v[-4:] if len(v) > 10 else "*" * len(v)
+    if element == "phone":
+        return v[:3] + "****" + v[-4:] if len(v) >= 8 else "*" * len(v)
+    if element == "name":
+        return v[:1] + "*" * max(1, len(v) - 1)
+    return v[:2] + "***" if len(v) > 2 else "*" * len(v)
+
+
+def rectification_rows(con, dataset: str, rules: Sequence[Rule], institution_codes: Sequence[str] | None = None,
+                       batch_ids: Sequence[str] | None = None,
+                       severities: Iterable[str] = ("critical", "major")) -> list[tuple]:
+    """Failing rows of ``lake.bronze.<dataset>`` as tuples (institution_code, *LIST_HEADERS).
+
+    Runs each rule's failing-row SQL (``scoring.failing_rows_sql``) on the institutions' rows only.
+    """
+    from catalog.standard import get_dataset
+    from quality.scoring import SCOPE_VIEW, _lit, failing_rows_sql
+
+    ds = get_dataset(dataset)
+    levels = {e.name: e.level for e in ds.elements}
+    zh = {e.name: e.zh for e in ds.elements}
+    key = ds.key_elements[0] if ds.key_elements else None
+    where = []
+    if institution_codes is not None:
+        where.append("_institution_code IN (" + (", ".join(_lit(c) for c in institution_codes) or "NULL") + ")")
+    if batch_ids is not None:
+        where.append("_batch_id IN (" + (", ".join(_lit(b) for b in batch_ids) or "NULL") + ")")
+    view = f"{SCOPE_VIEW}_rect"
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT * FROM {LAKE}.bronze.{dataset}"
+                + (" WHERE " + " AND ".join(where) if where else ""))
+    severities = set(severities)
+    out: list[tuple] = []
+    try:
+        for rule in rules:
+            if rule.severity not in severities:
+                continue
+            field = rule.field if rule.field in levels else None
+            value_sql = f'"{field}"' if field else "NULL"
+            key_sql = f'"{key}"' if key else "NULL"
+            try:
+                rows = con.execute(
+                    f"SELECT _institution_code, _source_file, _source_row, {key_sql}, {value_sql} "
+                    f"FROM ({failing_rows_sql(rule, view)}) ORDER BY _source_file, _source_row").fetchall()
+            except Exception as e:  # a rule that cannot run is reported by the scoring, not listed here
+                raise QualityError(f"{rule.id}: cannot list failing rows: {e}") from None
+            reason = f"未通过规则「{rule.name}」" + (f"：{rule.description}" if rule.description else "")
+            for inst, src, row, bkey, value in rows:
+                if field and value is not None and levels.get(field, 0) >= MASK_LEVEL:
+                    value = mask_value(field, value)
+                if key and bkey is not None and levels.get(key, 0) >= MASK_LEVEL:
+                    bkey = mask_value(key, bkey)
+                out.append((inst, dataset, ds.zh, src, row, bkey, rule.id, rule.name,
+                            SEVERITY_ZH.get(rule.severity, rule.severity),
+                            DIMENSION_ZH.get(rule.dimension, rule.dimension),
+                            field or "（整行）", zh.get(field, "整条记录") if field else "整条记录",
+                            value, reason))
+    finally:
+        con.execute(f"DROP VIEW IF EXISTS {view}")
+    return out
+
+
+def write_rectification_lists(run=None, settings: Settings | None = None, *,
+                              institution_codes: Sequence[str] | None = None,
+                              batch_ids: Sequence[str] | None = None,
+                              only_below_threshold: bool = False,
+                              severities: Iterable[str] = ("critical", "major")) -> dict[str, Path]:
+    """Write ``<reports_dir>/quality/rectification/<institution_code>.xlsx`` per institution.
+
+    ``run``: a ``scoring.BronzeRun`` (its data sets, batches and scores are used); without one, every
+    bronze data set with rules is scored first (not stored). ``only_below_threshold``: only the
+    institutions whose 合格率 is below the threshold (the ones the quality office writes to).
+    """
+    from openpyxl import Workbook
+    from openpyxl.styles import Font, PatternFill
+
+    from quality.scoring import rules_for_dataset, run_bronze_rules
+
+    s = settings or load_settings()
+    if run is None:
+        run = run_bronze_rules(batch_ids=batch_ids, settings=s, store=False)
+    scores = {i.institution_code: i for i in run.institutions}
+    codes = sorted(scores) if institution_codes is None else list(institution_codes)
+    if only_below_threshold:
+        codes = [c for c in codes if c in scores and not scores[c].meets_threshold]
+    severities = tuple(severities)
+    names = {}
+    rows_by_inst: dict[str, list[tuple]] = {c: [] for c in codes}
+    with contextlib.closing(connect(s, read_only=True)) as con:
+        with contextlib.suppress(Exception):
+            names = dict(con.execute(f"SELECT institution_code, institution_name FROM {LAKE}.ops.institution").fetchall())
+        for dataset in run.datasets:
+            rules = rules_for_dataset(dataset).rules
+            for row in rectification_rows(con, dataset, rules, codes, batch_ids, severities):
+                rows_by_inst[row[0]].append(row[1:])
+    out_dir = rectification_dir(s)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bold = Font(bold=True)
+    head_fill = PatternFill("solid", fgColor="EDF2F7")
+    paths: dict[str, Path] = {}
+    from quality.report import CHINA_TZ
+
+    generated = datetime.now(timezone.utc).astimezone(CHINA_TZ).strftime("%Y-%m-%d %H:%M:%S（北京时间）")
+    for code in codes:
+        rows = sorted(rows_by_inst.get(code, []), key=lambda r: (r[0], r[2], r[3], r[5]))
+        wb = Workbook()
+        summary = wb.active
+        summary.title = SUMMARY_SHEET
+        score = scores.get(code)
+        info = [("机构代码", code), ("机构名称", names.get(code, "")), ("质控运行", run.run_id), ("生成时间", generated),
+                ("记录数", score.rows_checked if score else 0),
+                ("通过全部严重规则的记录数", score.rows_passing if score else 0),
+                ("数据质量合格率", None if not score or score.pass_rate is None else round(score.pass_rate * 100, 2)),
+                ("合格率阈值（%）", round((score.threshold if score else 0.95) * 100, 2)),
+                ("是否达标", "达标" if score and score.meets_threshold else "未达标"),
+                ("清单行数", min(len(rows), MAX_ROWS)),
+                ("说明", "清单列出严重、重要规则的不合格行；敏感字段（分级 ≥ 4 级）已脱敏"
+                         + (f"；不合格行超过 {MAX_ROWS} 行，仅列出前 {MAX_ROWS} 行" if len(rows) > MAX_ROWS else ""))]
+        for k, v in info:
+            summary.append([k, v])
+            summary.cell(row=summary.max_row, column=1).font = bold
+        summary.append([])
+        header = ["数据集", "规则编号", "规则名称", "维度", "严重程度", "检查行数", "不合格行数", "合格率（%）", "阈值（%）", "状态"]
+        summary.append(header)
+        for c in summary[summary.max_row]:
+            c.font, c.fill = bold, head_fill
+        per_rule: dict[tuple[str, str], list] = {}
+        for dataset, drun in run.datasets.items():
+            for g in drun.results:
+                if g.institution_code != code or g.rows_checked == 0:
+                    continue
+                acc = per_rule.setdefault((dataset, g.rule_id), [g, 0, 0, False])
+                acc[1] += g.rows_checked
+                acc[2] += g.rows_failed or 0
+                acc[3] = acc[3] or g.status == "ERROR"
+        for (dataset, rid), (g, checked, failed, errored) in sorted(per_rule.items()):
+            rate = (checked - failed) / checked if checked else None
+            status = "执行出错" if errored else ("通过" if rate is not None and rate >= g.threshold - 1e-12 else "不通过")
+            summary.append([dataset, rid, g.rule_name, DIMENSION_ZH.get(g.dimension, g.dimension),
+                            SEVERITY_ZH.get(g.severity, g.severity), checked, failed,
+                            None if rate is None else round(rate * 100, 2), round(g.threshold * 100, 2), status])
+        summary.column_dimensions["A"].width = 24
+        summary.column_dimensions["B"].width = 36
+        summary.column_dimensions["C"].width = 48
+        sheet = wb.create_sheet(LIST_SHEET)
+        sheet.append(list(LIST_HEADERS))
+        for c in sheet[1]:
+            c.font, c.fill = bold, head_fill
+        for row in rows[:MAX_ROWS]:
+            sheet.append(list(row))
+        sheet.freeze_panes = "A2"
+        for col, width in zip("ABCDEFGHIJKLM", (14, 16, 44, 8, 22, 11, 40, 9, 8, 22, 18, 22, 60)):
+            sheet.column_dimensions[col].width = width
+        path = out_dir / f"{code}.xlsx"
+        wb.save(path)
+        paths[code] = path
+    return paths

@@ -1,0 +1,339 @@
+"""The bronze rule catalogue on a small synthetic city: injected defects recovered per institution and
+rule, row-level scores per institution and batch (SQL) agreeing with GX, stored results, the
+rectification lists and the gate.
+
+One module-scoped city (800 residents × 2 days, generate + ingest only, no dbt: ≈ 25 s) and one
+scored run shared by the tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import re
+
+import pytest
+
+from healthlake.config import settings as load_settings
+from healthlake.lake import connect
+from quality import ERROR, FAIL, NOT_APPLICABLE, PASS, QualityError, load_catalogue
+from quality.scoring import (BatchScore, bronze_datasets, failing_rows_sql, platform_pass_rate,
+                             rules_for_dataset, run_bronze_rules, run_dataset_rules, score_institutions)
+from quality.truth import DEFECT_RULES, compare_with_truth
+
+RESIDENTS, DAYS, SEED = 800, 2, 11
+ENV = ("HEALTHLAKE_ROOT", "HEALTHLAKE_CATALOG", "HEALTHLAKE_DATA_PATH", "HEALTHLAKE_REGISTRY", "HEALTHLAKE_LANDING")
+
+
+@pytest.fixture(scope="module")
+def city(tmp_path_factory):
+    from ingest_adapters.ingest import ingest_landing
+    from synthetic import generate_city
+
+    root = tmp_path_factory.mktemp("bronze_quality") / "root"
+    with pytest.MonkeyPatch.context() as mp:
+        for var in ENV:
+            mp.delenv(var, raising=False)
+        mp.setenv("HEALTHLAKE_ROOT", str(root))
+        s = load_settings()
+        generate_city(s.city_dir, residents=RESIDENTS, days=DAYS, seed=SEED)
+        results = ingest_landing(s)
+        assert results and all(r.status in ("loaded", "skipped") for r in results)   # skipped: identical empty files
+        truth = json.loads((s.city_dir / "truth" / "summary.json").read_text(encoding="utf-8"))
+        run = run_bronze_rules(settings=s)
+        yield s, run, truth
+
+
+def q(s, sql, params=None):
+    with contextlib.closing(connect(s, read_only=True)) as con:
+        return con.execute(sql, params or []).fetchall()
+
+
+def profile(truth, code):
+    return truth["institutions"][code]["defect_profile"]
+
+
+# --- the catalogue ------------------------------------------------------------------------------
+
+def test_catalogue_has_a_rules_file_per_standard_data_set_and_enough_rules():
+    from catalog.standard import datasets
+
+    files = load_catalogue()
+    bronze = [f for f in files if f.table.startswith("bronze.")]
+    assert sorted(f.table.split(".")[1] for f in bronze) == sorted(datasets()) == bronze_datasets()
+    n_bronze = sum(len(f.rules) for f in bronze)
+    assert n_bronze >= 45 and sum(len(f.rules) for f in files) >= 60
+    dims = {r.dimension for f in bronze for r in f.rules}
+    assert dims == {"completeness", "validity", "consistency", "uniqueness", "timeliness", "plausibility"}
+
+
+def test_bronze_rules_name_real_data_elements():
+    from catalog.standard import get_dataset
+
+    lineage = {"_institution_code", "_feed", "_batch_id", "_source_file", "_source_row", "_ingested_at", "_row_hash"}
+    for name in bronze_datasets():
+        ds = get_dataset(name)
+        for rule in rules_for_dataset(name).rules:
+            assert any("\u4e00" <= ch <= "\u9fff" for ch in rule.name), rule.id      # a Chinese name
+            if rule.field:
+                assert rule.field in ds.element_names, (rule.id, rule.field)
+            if rule.expectation == "unexpected_rows_expectation":
+                sql = rule.kwargs["unexpected_rows_query"]
+                # GX writes {batch} as "(SELECT ...) AS subselect": an alias after it cannot work
+                assert "{batch}" in sql and not re.search(r"\{batch\}\s+(?!WHERE\b|QUALIFY\b)\w", sql), rule.id
+            rule.build_expectation()
+
+
+# --- truth: injected defects recovered ------------------------------------------------------------
+
+def test_injected_defect_rates_recovered_per_institution_and_rule(city):
+    s, run, _ = city
+    rows = compare_with_truth(run, settings=s)
+    assert len(rows) > 200
+    assert sum(r.expected_failed for r in rows) > 100               # the city is not clean
+    worst = max(rows, key=lambda r: r.error_pp if r.error_pp is not None else 1e9)
+    assert all(r.error_pp is not None for r in rows)
+    assert worst.error_pp <= 0.5, worst
+    # every defect kind present in the truth was found somewhere
+    found = {r.defect for r in rows if r.expected_failed and r.measured_failed}
+    assert found == {r.defect for r in rows if r.expected_failed}
+
+
+def test_no_false_positives_on_legitimate_formats(city):
+    """Rules without an injected defect kind find nothing: ISO and compact dates, sex codes and
+    sex text, optional elements not sent — all accepted. (Timeliness is the exception: the
+    synthetic city's files are dated before today, so every daily batch is late.)"""
+    s, run, _ = city
+    defect_rules = {rid for by_ds in DEFECT_RULES.values() for rid in by_ds.values()}
+    noisy = {}
+    for r in run.results:
+        if r.rule_id in defect_rules or "及时报送" in r.rule_name:
+            continue
+        if r.rows_failed:
+            noisy[r.rule_id] = noisy.get(r.rule_id, 0) + r.rows_failed
+    assert noisy == {}
+    assert not [r for r in run.results if r.status == ERROR]
+
+
+def test_clean_institution_passes_and_dirty_one_is_flagged(city):
+    s, run, truth = city
+    scores = {i.institution_code: i for i in run.institutions}
+    clean = [c for c in scores if profile(truth, c) == "clean"]
+    assert clean
+    for code in clean:
+        assert scores[code].pass_rate == 1.0 and scores[code].meets_threshold
+        assert all(b.status in (PASS, NOT_APPLICABLE) for b in run.batches if b.institution_code == code)
+    dirty = [i for i in run.institutions if i.pass_rate < 0.95]
+    assert dirty and all(not i.meets_threshold for i in dirty)
+    assert all(profile(truth, i.institution_code) in ("poor", "fair") for i in dirty)
+    assert run.platform_pass_rate == pytest.approx(sum(i.meets_threshold for i in run.institutions) / len(run.institutions))
+    assert 0 < run.platform_pass_rate < 1
+
+
+# --- the engine: SQL groups agree with GX ------------------------------------------------------------
+
+@pytest.mark.parametrize("dataset", ["person", "encounter", "diagnosis", "health_record", "lab_result"])
+def test_grouped_counts_sum_to_gx_whole_table_counts(city, dataset):
+    from quality import run_table_rules
+
+    s, run, _ = city
+    gx = {r.rule_id: r for r in run_table_rules(f"bronze.{dataset}", rules_for_dataset(dataset), settings=s)}
+    sums: dict[str, list[int]] = {}
+    for g in run.datasets[dataset].results:
+        if g.status in (PASS, FAIL):
+            acc = sums.setdefault(g.rule_id, [0, 0])
+            acc[0] += g.rows_checked
+            acc[1] += g.rows_failed
+    for rid, r in gx.items():
+        assert r.status in (PASS, FAIL), r
+        assert (r.rows_checked, r.rows_failed) == tuple(sums[rid]), rid
+
+
+def test_batch_scope_and_empty_batches(city):
+    s, run, _ = city
+    # a header-only file is a loaded batch with no rows: NOT_APPLICABLE, never a pass
+    empty = q(s, "SELECT batch_id FROM ops.ingest_batch WHERE status = 'loaded' AND rows_loaded = 0 "
+                 "AND dataset = 'encounter' LIMIT 1")
+    some = q(s, "SELECT _batch_id, count(*) FROM bronze.encounter GROUP BY 1 ORDER BY 2 DESC LIMIT 1")[0]
+    ids = [some[0]] + [e[0] for e in empty]
+    one = run_dataset_rules("encounter", ids, s, store=False)
+    assert {b.batch_id for b in one.batches} == set(ids)
+    full = next(b for b in one.batches if b.batch_id == some[0])
+    assert full.rows_checked == some[1]
+    assert {r.batch_id for r in one.results} == set(ids)
+    for e in empty:
+        [b] = [b for b in one.batches if b.batch_id == e[0]]
+        assert (b.status, b.rows_checked, b.pass_rate) == (NOT_APPLICABLE, 0, None)
+
+
+def test_a_broken_rule_is_error_alone_in_the_grouped_scoring(city):
+    s, _, _ = city
+    rules = [
+        {"id": "Z-001", "name": "正常规则", "dimension": "completeness", "severity": "critical",
+         "expectation": "expect_column_values_to_not_be_null", "kwargs": {"column": "patient_id"}},
+        {"id": "Z-002", "name": "错误 SQL", "dimension": "consistency", "severity": "major",
+         "expectation": "unexpected_rows_expectation",
+         "kwargs": {"unexpected_rows_query": "SELECT * FROM {batch} WHERE no_such_column > 1"}},
+        {"id": "Z-003", "name": "别名", "dimension": "consistency", "severity": "major",
+         "expectation": "unexpected_rows_expectation",       # an alias after {batch} fails in GX too
+         "kwargs": {"unexpected_rows_query": "SELECT * FROM {batch} b WHERE b.patient_id IS NULL"}},
+    ]
+    run = run_dataset_rules("person", None, s, rules=rules, store=False)
+    by_rule = {}
+    for r in run.results:
+        by_rule.setdefault(r.rule_id, set()).add(r.status)
+    assert by_rule["Z-001"] <= {PASS, NOT_APPLICABLE} and by_rule["Z-002"] <= {ERROR, NOT_APPLICABLE}
+    assert ERROR in by_rule["Z-003"]
+    assert "no_such_column" in run.rule_errors["Z-002"]
+
+
+def test_failing_rows_sql_matches_gx_semantics_for_column_maps():
+    from quality.catalogue import parse_rules
+
+    [in_set, complete, regex] = parse_rules([
+        {"id": "S-001", "name": "值域", "dimension": "validity", "severity": "major",
+         "expectation": "expect_column_values_to_be_in_set", "kwargs": {"column": "sex_code", "value_set": ["1", "2"]}},
+        {"id": "S-002", "name": "值域非空", "dimension": "completeness", "severity": "major",
+         "expectation": "expect_column_values_to_be_in_set", "kwargs": {"column": "sex_code", "value_set": ["1", "2"]}},
+        {"id": "S-003", "name": "正则", "dimension": "validity", "severity": "major",
+         "expectation": "expect_column_values_to_match_regex", "kwargs": {"column": "x", "regex": "^a'b$"}},
+    ])
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t AS SELECT * FROM (VALUES ('1', 'a''b'), ('3', 'c'), (NULL, NULL)) v(sex_code, x)")
+    assert con.execute(f"SELECT count(*) FROM ({failing_rows_sql(in_set, 't')})").fetchone()[0] == 1
+    assert con.execute(f"SELECT count(*) FROM ({failing_rows_sql(complete, 't')})").fetchone()[0] == 2
+    assert con.execute(f"SELECT count(*) FROM ({failing_rows_sql(regex, 't')})").fetchone()[0] == 1
+
+
+# --- stored results ----------------------------------------------------------------------------------
+
+def test_results_are_stored_per_institution_and_batch(city):
+    s, run, _ = city
+    cols = [c[0] for c in q(s, "DESCRIBE quality.rule_result_by_institution")]
+    for c in ("run_id", "run_at", "dataset", "institution_code", "batch_id", "rule_id", "severity", "dimension",
+              "rows_checked", "rows_failed", "pass_rate", "status"):
+        assert c in cols
+    n = q(s, "SELECT count(*) FROM quality.rule_result_by_institution WHERE run_id = ?", [run.run_id])[0][0]
+    assert n == len(run.results)
+    stored = q(s, "SELECT institution_code, rows_checked, rows_passing, pass_rate, meets_threshold "
+                  "FROM quality.institution_score WHERE run_id = ? ORDER BY 1", [run.run_id])
+    assert stored == [(i.institution_code, i.rows_checked, i.rows_passing, pytest.approx(i.pass_rate), i.meets_threshold)
+                      for i in run.institutions]
+    # the institution's rows = its rows in bronze over every data set
+    bronze_rows = sum(q(s, f"SELECT count(*) FROM bronze.{d} WHERE _institution_code = '511024H001'")[0][0]
+                      for d in run.datasets)
+    assert {i.institution_code: i.rows_checked for i in run.institutions}["511024H001"] == bronze_rows
+    assert q(s, "SELECT count(*) FROM quality.batch_score WHERE run_id = ?", [run.run_id])[0][0] == len(run.batches)
+
+
+def test_institution_and_platform_scores():
+    b = [BatchScore("person", "A", "f", "A1", 100, 96, 0.96, 0.95, PASS),
+         BatchScore("encounter", "A", "g", "A2", 100, 92, 0.92, 0.95, FAIL, ("BENC-009",)),
+         BatchScore("person", "B", "f", "B1", 50, 50, 1.0, 0.95, PASS),
+         BatchScore("person", "C", "f", "C1", 0, None, None, 0.95, NOT_APPLICABLE)]
+    scores = {i.institution_code: i for i in score_institutions(b)}
+    assert scores["A"].pass_rate == pytest.approx(0.94) and not scores["A"].meets_threshold
+    assert scores["B"].meets_threshold and scores["C"].pass_rate is None
+    assert platform_pass_rate(scores.values()) == 0.5           # C has no rows: not counted
+
+
+# --- rectification lists ---------------------------------------------------------------------------
+
+def test_rectification_list_for_a_dirty_institution(city):
+    import openpyxl
+
+    from quality.rectification import LIST_HEADERS, write_rectification_lists
+
+    s, run, _ = city
+    dirty = min(run.institutions, key=lambda i: i.pass_rate).institution_code
+    paths = write_rectification_lists(run, s, institution_codes=[dirty])
+    path = paths[dirty]
+    assert path == s.reports_dir / "quality" / "rectification" / f"{dirty}.xlsx"
+    wb = openpyxl.load_workbook(path, read_only=True)
+    assert wb.sheetnames == ["汇总", "整改清单"]
+    summary = {r[0]: r[1] for r in wb["汇总"].iter_rows(values_only=True) if r and r[0]}
+    assert summary["机构代码"] == dirty and summary["是否达标"] == "未达标"
+    rows = list(wb["整改清单"].iter_rows(values_only=True))
+    assert tuple(rows[0]) == LIST_HEADERS
+    body = rows[1:]
+    # one line per failing row of every critical and major rule of that institution
+    expected = sum(r.rows_failed or 0 for r in run.results
+                   if r.institution_code == dirty and r.severity in ("critical", "major"))
+    assert len(body) == expected > 0
+    h = {name: i for i, name in enumerate(LIST_HEADERS)}
+    # rows point at the delivered file and record number: they match the truth's defects
+    truth = {(f, int(r)) for f, r in q(s, "SELECT file, source_row FROM read_csv(?, all_varchar = true) "
+                                          "WHERE institution_code = ?",
+                                       [str(s.city_dir / "truth" / "defects.csv"), dirty])}
+    rejected = set(q(s, "SELECT source_file, source_row FROM bronze._rejects WHERE institution_code = ?", [dirty]))
+    listed = {(r[h["源文件"]], r[h["行号"]]) for r in body}
+    assert listed == truth - rejected
+    # level-4 values are masked
+    ids = [r[h["值"]] for r in body if r[h["字段"]] == "id_number" and r[h["值"]]]
+    assert ids and all(v[6:14] == "********" and len(v) == 18 for v in ids)
+    assert all(r[h["规则名称"]] and r[h["原因"]].startswith("未通过规则") for r in body)
+
+
+def test_masking():
+    from quality.rectification import mask_value
+
+    assert mask_value("id_number", "511002198001011234") == "511002********1234"
+    assert mask_value("phone", "13812345678") == "138****5678"
+    assert mask_value("name", "欧阳娜娜") == "欧***"
+    assert mask_value("address_text", "内江市市中区") == "内江***"
+    assert mask_value("phone", None) is None
+
+
+# --- the gate ----------------------------------------------------------------------------------------
+
+def test_gate_promotes_clean_holds_dirty_and_override_releases(city):
+    from quality.gate import HELD, PROMOTED, current_decisions_sql, gate_run, record_override
+
+    s, run, truth = city
+    decisions = gate_run(run, s)
+    assert len(decisions) == len(run.batches)
+    by_batch = {d.batch_id: d for d in decisions}
+    clean = {c for c in truth["institutions"] if profile(truth, c) == "clean"}
+    assert all(d.decision == PROMOTED for d in decisions if d.institution_code in clean)
+    held = [d for d in decisions if d.decision == HELD]
+    assert held and all(d.pass_rate < d.threshold for d in held)
+    assert all(d.institution_code not in clean for d in held)
+    # other institutions proceed
+    assert any(d.decision == PROMOTED for d in decisions if d.institution_code != held[0].institution_code)
+
+    with pytest.raises(QualityError, match="who"):
+        record_override(held[0].batch_id, "", "test", settings=s)
+    record_override(held[0].batch_id, "质控科 张三", "已核实：未来日期为院方系统时钟错误，已另行更正", settings=s)
+    again = {d.batch_id: d for d in gate_run(run, s)}
+    released = again[held[0].batch_id]
+    assert released.decision == PROMOTED and released.override_by == "质控科 张三"
+    assert "人工放行" in released.reason
+    assert all(again[d.batch_id].decision == HELD for d in held[1:])
+    current = dict(q(s, f"SELECT batch_id, decision FROM ({current_decisions_sql()})"))
+    assert current[held[0].batch_id] == PROMOTED
+    assert by_batch[held[0].batch_id].decision == HELD          # the first decision stays in the history
+    assert q(s, "SELECT decided_by FROM quality.batch_override WHERE batch_id = ?", [held[0].batch_id]) == [("质控科 张三",)]
+
+
+def test_per_feed_threshold_from_the_registry(city):
+    from ingest_adapters.registry import load_registry
+
+    s, run, _ = city
+    worst = min((b for b in run.batches if b.pass_rate is not None), key=lambda b: b.pass_rate)
+    assert worst.status == FAIL
+    reg = load_registry(s.registry)
+    insts = []
+    for inst in reg.institutions:
+        feeds = tuple(dataclasses.replace(f, options={**f.options, "quality_threshold": 0.5})
+                      if inst.code == worst.institution_code and f.id == worst.feed else f for f in inst.feeds)
+        insts.append(dataclasses.replace(inst, feeds=feeds))
+    lenient = dataclasses.replace(reg, institutions=tuple(insts))
+    try:
+        rerun = run_dataset_rules(worst.dataset, [worst.batch_id], s, store=False, registry=lenient)
+        [b] = rerun.batches
+        assert (b.threshold, b.status) == (0.5, PASS)
+    finally:
+        run_dataset_rules(worst.dataset, [worst.batch_id], s, store=False)   # restore the reference tables
