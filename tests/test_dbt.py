@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import zlib
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -179,7 +180,7 @@ def build_fixture_lake() -> None:
                 counts[batch] = counts.get(batch, 0) + 1
                 record = [values.get(e) for e in elements] + [
                     inst, f"{inst.lower()}_his", batch, f"landing/{inst}/{batch}.csv", row_no,
-                    T0 + timedelta(hours=hours), f"hash-{batch}-{row_no}"]
+                    T0 + timedelta(hours=hours), zlib.crc32(f"{batch}-{row_no}".encode())]
                 con.execute(f"INSERT INTO bronze.{name} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
                             record)
         for inst in INSTITUTIONS:
