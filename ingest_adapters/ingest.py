@@ -22,7 +22,8 @@ from catalog.standard import bronze_ddl, datasets, get_dataset
 from healthlake.config import Settings, settings as load_settings
 from ingest_adapters.bookkeeping import ensure_ops_tables, loaded_batch, record_batch, sync_institutions
 from ingest_adapters.errors import IngestError
-from ingest_adapters.readers import get_reader
+from ingest_adapters.multi import ORDINAL, MultiScan
+from ingest_adapters.readers import get_reader, is_multi_dataset
 from ingest_adapters.registry import Registry, load_registry
 from ingest_adapters.scan import Reject
 
@@ -99,13 +100,18 @@ def ingest_file(con: duckdb.DuckDBPyConnection, registry: Registry, path: Path, 
             raise IngestError(f"{rel}: not under <institution_code>/<feed_id>/ in the landing zone")
         feed = registry.institution(result.institution_code).feed(result.feed)
         ds = get_dataset(feed.dataset)
-        result.dataset = batch["dataset"] = ds.name
+        # a multi-data-set feed (hl7v2, fhir) records its data sets comma-separated
+        result.dataset = batch["dataset"] = ",".join(feed.datasets)
         batch.update(format=feed.format, encoding=feed.encoding)
         done = loaded_batch(con, result.institution_code, result.feed, sha)
         if done:
             result.status, result.batch_id = "skipped", done
             return result
 
+        if is_multi_dataset(feed.format):
+            scan = get_reader(feed.format)(con, path, feed, s.root / "work", institution_code=result.institution_code)
+            _load_multi(con, scan, feed, batch, result, started)
+            return result
         scan = get_reader(feed.format)(con, path, feed, s.root / "work")
         missing = [src for src in feed.mapping.values() if src not in scan.columns]
         if missing:
@@ -157,6 +163,50 @@ def ingest_file(con: duckdb.DuckDBPyConnection, registry: Registry, path: Path, 
             scan.cleanup()
         result.seconds = time.perf_counter() - t0
     return result
+
+
+def _load_multi(con, scan: MultiScan, feed, batch: dict, result: BatchResult, started: datetime) -> None:
+    """One file of a multi-data-set feed: every data set's rows, its rejects, its batch row
+    and the reader's own bookkeeping in one transaction. Rows read/loaded/rejected count
+    source records (messages, resources); the rows per data set are in the result's notes."""
+    lineage = ["_institution_code", "_feed", "_batch_id", "_source_file", "_source_row", "_ingested_at", "_row_hash"]
+    names = []
+    con.execute("BEGIN")
+    try:
+        rows_by_dataset = {}
+        for i, (dataset, table) in enumerate(scan.tables.items()):
+            if table.num_rows == 0:
+                rows_by_dataset[dataset] = 0
+                continue
+            elements = [c for c in table.column_names if c != ORDINAL]
+            name = f"_hl_multi_{i}"
+            con.register(name, table)
+            names.append(name)
+            hash_expr = "hash(" + ", ".join(_q(e) for e in elements) + ")"
+            cols = elements + lineage
+            rows_by_dataset[dataset] = con.execute(
+                f"INSERT INTO bronze.{dataset} ({', '.join(_q(c) for c in cols)}) "
+                f"SELECT {', '.join(_q(e) for e in elements)}, ?, ?, ?, ?, {ORDINAL}, ?::TIMESTAMPTZ, {hash_expr} "
+                f"FROM {name} ORDER BY {ORDINAL}",
+                [result.institution_code, result.feed, batch["batch_id"], batch["source_file"], started]).fetchone()[0]
+        if scan.on_commit is not None:
+            scan.on_commit(con, batch["batch_id"])
+        _write_rejects(con, scan.rejects, batch, started)
+        batch.update(rows_read=scan.records, rows_loaded=scan.loaded, rows_rejected=len(scan.rejects),
+                     status="loaded", finished_at=datetime.now(timezone.utc))
+        record_batch(con, batch)
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    finally:
+        for name in names:
+            try:
+                con.unregister(name)
+            except duckdb.Error:
+                pass
+    result.status, result.notes = "loaded", dict(scan.notes, rows_by_dataset=rows_by_dataset)
+    result.rows_read, result.rows_loaded, result.rows_rejected = scan.records, scan.loaded, len(scan.rejects)
 
 
 def _reject_undecodable(con, table, elements, delimiter, encoding, batch_id, rejects: list[Reject]) -> int:

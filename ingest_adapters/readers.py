@@ -13,6 +13,15 @@ _READERS: dict[str, str] = {
     "excel": "ingest_adapters.excel:open_excel",
     "json": "ingest_adapters.jsonl:open_json",
     "ndjson": "ingest_adapters.jsonl:open_ndjson",
+    "hl7v2": "ingest_adapters.hl7v2:open_hl7v2",
+    "fhir": "ingest_adapters.fhir:open_fhir",
+}
+
+# Formats whose one file fills several data sets (a message or resource per row unit): their
+# registry mapping is keyed by data set and checked by the reader's own MappingChecker.
+_MULTI_DATASET: dict[str, str] = {
+    "hl7v2": "ingest_adapters.hl7v2:MAPPING_CHECKER",
+    "fhir": "ingest_adapters.fhir:MAPPING_CHECKER",
 }
 
 
@@ -23,6 +32,8 @@ READER_OPTIONS: dict[str, frozenset[str]] = {
     "excel": frozenset({"sheet", "header_row"}),
     "json": frozenset({"records_path"}),
     "ndjson": frozenset(),
+    "hl7v2": frozenset({"message_types"}),
+    "fhir": frozenset(),
 }
 # Options any feed may carry: documentation of its value formats, its quality threshold.
 COMMON_OPTIONS = frozenset({"value_formats", "quality_threshold", "description"})
@@ -34,6 +45,20 @@ def reader_options(name: str) -> frozenset[str]:
 
 def reader_names() -> list[str]:
     return sorted(_READERS)
+
+
+def is_multi_dataset(name: str) -> bool:
+    return name in _MULTI_DATASET
+
+
+def multi_dataset_checker(name: str):
+    """The mapping checker of a multi-data-set format, or None for single-data-set formats."""
+    if name not in _MULTI_DATASET:
+        return None
+    import importlib
+
+    module, attr = _MULTI_DATASET[name].split(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 def get_reader(name: str) -> Callable:
