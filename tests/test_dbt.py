@@ -102,6 +102,15 @@ BRONZE: dict[str, list[tuple[str, dict]]] = {
                  "diagnosis_code": "E11.9", "diagnosis_name": "2型糖尿病"}),
         ("b03", {"diagnosis_id": "DX3", "encounter_id": "E001", "patient_id": "P001", "diagnosis_seq": "1.0",
                  "diagnosis_code": "J069", "diagnosis_name": "急性上呼吸道感染"}),
+        # clinical-edition forms of known codes, a subcategory I10 does not have, and no code at all
+        ("b03", {"diagnosis_id": "DX4", "encounter_id": "E005", "patient_id": "P003", "diagnosis_seq": "1",
+                 "diagnosis_code": "I10.x00", "diagnosis_name": "高血压"}),
+        ("b03", {"diagnosis_id": "DX5", "encounter_id": "E005", "patient_id": "P003", "diagnosis_seq": "2",
+                 "diagnosis_code": "E11.900 ", "diagnosis_name": "2型糖尿病"}),
+        ("b03", {"diagnosis_id": "DX6", "encounter_id": "E005", "patient_id": "P003", "diagnosis_seq": "3",
+                 "diagnosis_code": "I10.9", "diagnosis_name": "高血压"}),
+        ("b03", {"diagnosis_id": "DX7", "encounter_id": "E005", "patient_id": "P003", "diagnosis_seq": "4",
+                 "diagnosis_code": "xyz", "diagnosis_name": "自拟编码"}),
     ],
     "lab_result": [
         ("b04", {"lab_result_id": "L1", "encounter_id": "E001", "patient_id": "P001", "item_code": "glu",
@@ -126,6 +135,8 @@ BRONZE: dict[str, list[tuple[str, dict]]] = {
     "practitioner": [
         ("b07", {"practitioner_id": "DR01", "name": "赵医生", "sex_code": "女", "department_code": "D01",
                  "profession": "医师", "title": "主任医师", "licence_number": "110510000012345"}),
+        ("b07", {"practitioner_id": "DR02", "name": "钱医生", "sex_code": "3", "department_code": "D02",
+                 "profession": "医师", "title": "主治医师"}),
     ],
     "health_record": [
         ("b08", {"record_id": "R001", "name": "张三", "sex_code": "1", "birth_date": "1980-01-01",
@@ -249,7 +260,7 @@ def test_mart_row_counts(built_lake):
         "population.dim_person": 4,             # A (hospital + archive), C, D (archive), E (immunised child)
         "population.person_identifier": 7,      # P001 P002 P003 R001 R002 V1 V2
         "emr.fct_encounter": 5,
-        "emr.fct_diagnosis": 3,
+        "emr.fct_diagnosis": 7,
         "emr.fct_lab_result": 2,
         "emr.fct_medication_order": 2,
         "health_record.dim_health_record": 2,
@@ -257,7 +268,7 @@ def test_mart_row_counts(built_lake):
         "health_record.fct_immunization": 2,
         "resource.dim_institution": 4,
         "resource.dim_department": 2,
-        "resource.dim_practitioner": 1,
+        "resource.dim_practitioner": 2,
     }
     got = {t: rows(con, f"select count(*) from lake.{t}")[0][0] for t in expected}
     assert got == expected
@@ -352,7 +363,7 @@ def test_resource_marts(built_lake):
     got = rows(con, "select institution_code, is_connected, batches_loaded, batches_failed, rows_loaded, "
                     "division_name from lake.resource.dim_institution order by 1")
     assert got == [("C001", True, 2, 0, 5, "锦江区"), ("CDC01", True, 1, 0, 2, "成都市"),
-                   ("H001", True, 9, 0, 20, "锦江区"), ("T001", False, 0, 1, 0, "金堂县")]
+                   ("H001", True, 9, 0, 25, "锦江区"), ("T001", False, 0, 1, 0, "金堂县")]
     got = rows(con, "select department_code, approved_beds, open_beds from lake.resource.dim_department order by 1")
     assert got == [("D01", 50, 45), ("D02", None, None)]
 
@@ -369,3 +380,34 @@ def test_person_key_secret_is_not_written_anywhere(built_lake):
     assert all(d.is_dir() for d in written)
     leaked = [p for d in written for p in d.rglob("*") if p.is_file() and b"test-secret-123" in p.read_bytes()]
     assert not leaked
+
+
+def test_icd10_codes_standardised_to_one_form_and_checked(built_lake):
+    con, _ = built_lake
+    got = rows(con, "select diagnosis_id, diagnosis_code, icd10_category_code, is_valid_diagnosis_code, "
+                    "is_known_icd10_code from lake.emr.fct_diagnosis order by 1")
+    assert got == [("DX1", "I10", "I10", True, True), ("DX2", "E11.9", "E11", True, True),
+                   ("DX3", "J06.9", "J06", True, True), ("DX4", "I10", "I10", True, True),
+                   ("DX5", "E11.9", "E11", True, True), ("DX6", "I10.9", "I10", True, False),
+                   ("DX7", "XYZ", None, False, False)]
+
+
+def test_unmapped_codes_are_kept_and_listed_per_institution_and_code_system(built_lake):
+    con, _ = built_lake
+    got = rows(con, "select institution_code, code_system, dataset, element, code_value, row_count "
+                    "from lake.resource.unmapped_code order by all")
+    assert got == [("H001", "GB/T 2261.1", "practitioner", "sex_code", "3", 1),
+                   ("H001", "ICD-10", "diagnosis", "diagnosis_code", "I10.9", 1),
+                   ("H001", "ICD-10", "diagnosis", "diagnosis_code", "XYZ", 1),
+                   ("H001", "WS/T 102", "lab_result", "item_code", "GLU", 1),
+                   ("H001", "WS/T 102", "lab_result", "item_code", "HBSAG", 1)]
+    # never dropped: the rows with those codes are in the marts
+    assert rows(con, "select sex_code from lake.resource.dim_practitioner where practitioner_id = 'DR02'") == [("3",)]
+    assert rows(con, "select count(*) from lake.emr.fct_lab_result where not is_known_lab_item") == [(2,)]
+
+
+def test_retired_division_code_resolves_to_its_successor(built_lake):
+    con, _ = built_lake
+    got = rows(con, "select record_id, address_division_code, current_division_code, current_division_name, "
+                    "is_known_division from lake.health_record.dim_health_record order by 1")
+    assert got == [("R001", "510104", "510104", "锦江区", True), ("R002", "510122", "510116", "双流区", True)]

@@ -23,9 +23,15 @@ patients as (
 
 ),
 
-icd10_categories as (
+icd10_category as (
 
     select * from {{ ref('icd10_categories') }}
+
+),
+
+icd10_subcategory as (
+
+    select * from {{ ref('icd10_subcategories') }}
 
 ),
 
@@ -44,9 +50,11 @@ final as (
         diagnoses.diagnosis_code,
         diagnoses.diagnosis_name,
         diagnoses.icd10_category_code,
-        icd10_categories.name_zh as icd10_category_name,
+        icd10_category.name_zh as icd10_category_name,
         diagnoses.is_valid_diagnosis_code,
-        icd10_categories.category_code is not null as is_known_icd10_category,
+        icd10_category.category_code is not null as is_known_icd10_category,
+        -- in the national table: category, and the subcategory when the code names one
+        {{ icd10_is_known('diagnoses.diagnosis_code') }} as is_known_icd10_code,
         diagnoses.diagnosed_at,
         diagnoses._batch_id,
         diagnoses._ingested_at
@@ -57,8 +65,10 @@ final as (
     left join patients
         on patients.institution_code = diagnoses.institution_code
         and patients.patient_id = diagnoses.patient_id
-    left join icd10_categories
-        on icd10_categories.category_code = diagnoses.icd10_category_code
+    left join icd10_category
+        on icd10_category.category_code = diagnoses.icd10_category_code
+    left join icd10_subcategory
+        on icd10_subcategory.subcategory_code = substr(diagnoses.diagnosis_code, 1, 5)
 
 )
 

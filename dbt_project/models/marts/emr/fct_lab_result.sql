@@ -1,3 +1,11 @@
+{%- set range_flag -%}
+    case
+        when result_value_numeric > reference_high then 'H'
+        when result_value_numeric < reference_low then 'L'
+        when result_value_numeric between reference_low and reference_high then 'N'
+    end
+{%- endset -%}
+
 -- 检验结果：one row per lab result (institution_code, lab_result_id): the value as reported and its
 -- numeric reading, unit, reference range (and its bounds when it is 'low-high'), abnormal flag.
 
@@ -21,7 +29,13 @@ patients as (
 
 ),
 
-final as (
+lab_items as (
+
+    select * from {{ ref('wst102_lab_items') }}
+
+),
+
+joined as (
 
     select
         {{ hash_key(['lab_results.institution_code', 'lab_results.lab_result_id']) }} as lab_result_key,
@@ -33,6 +47,9 @@ final as (
         lab_results.patient_id,
         lab_results.item_code,
         lab_results.item_name,
+        lab_items.name_zh as standard_item_name,
+        lab_items.loinc_code,
+        lab_items.item_code is not null as is_known_lab_item,
         lab_results.result_value,
         lab_results.result_value_numeric,
         lab_results.unit,
@@ -42,8 +59,7 @@ final as (
             as decimal(18, 4)) as reference_low,
         try_cast(regexp_extract(lab_results.reference_range, '^\s*(-?[0-9.]+)\s*[-~～—–]+\s*(-?[0-9.]+)\s*$', 2)
             as decimal(18, 4)) as reference_high,
-        lab_results.abnormal_flag,
-        lab_results.abnormal_flag in ('H', 'L', 'A') as is_abnormal,
+        lab_results.abnormal_flag as sent_abnormal_flag,
         lab_results.reported_at,
         lab_results._batch_id,
         lab_results._ingested_at
@@ -54,6 +70,26 @@ final as (
     left join patients
         on patients.institution_code = lab_results.institution_code
         and patients.patient_id = lab_results.patient_id
+    left join lab_items
+        on lab_items.item_code = lab_results.item_code
+
+),
+
+final as (
+
+    select
+        * exclude (sent_abnormal_flag, reported_at, _batch_id, _ingested_at),
+        -- the flag the laboratory sent; without one, the numeric result against the range
+        coalesce(sent_abnormal_flag, {{ range_flag }}) as abnormal_flag,
+        case
+            when sent_abnormal_flag is not null then 'sent'
+            when {{ range_flag }} is not null then 'derived'
+        end as abnormal_flag_source,
+        coalesce(coalesce(sent_abnormal_flag, {{ range_flag }}) in ('H', 'L', 'A'), false) as is_abnormal,
+        reported_at,
+        _batch_id,
+        _ingested_at
+    from joined
 
 )
 

@@ -16,6 +16,12 @@ identities as (
 
 ),
 
+divisions as (
+
+    select * from {{ ref('int_divisions_resolved') }}
+
+),
+
 final as (
 
     select
@@ -26,6 +32,10 @@ final as (
         health_records.household_id,
         health_records.family_doctor_id,
         health_records.address_division_code,
+        -- a retired code as sent (510122 双流县) resolves to the code that replaced it (510116 双流区)
+        divisions.current_division_code,
+        divisions.current_division_name,
+        divisions.division_code is not null as is_known_division,
         health_records.created_date,
         health_records.is_valid_created_date,
         health_records._batch_id,
@@ -34,6 +44,8 @@ final as (
     left join identities
         on identities.institution_code = health_records.institution_code
         and identities.source_id = health_records.record_id
+    left join divisions
+        on divisions.division_code = health_records.address_division_code
 
 )
 
