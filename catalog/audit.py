@@ -8,7 +8,8 @@ Every governed query, allowed or refused, is one line of ``<root>/audit/governed
 
 ``prev_sha256`` is the sha256 of the previous line's bytes (without its newline; 64 zeros on the
 first line), so editing, deleting or reordering any line breaks the chain from there on:
-``verify_audit_log()`` walks it. The file is opened with ``O_APPEND`` and written under an
+``verify_audit_log()`` walks it. A chain alone cannot reveal lines cut off the *end*: anchor the
+latest ``seq``/hash elsewhere (e.g. in Dagster metadata or a daily report) to detect that. The file is opened with ``O_APPEND`` and written under an
 exclusive ``flock`` (read the last line, append one line, in one critical section), so concurrent
 writers in several processes keep one chain. The SQL itself is not stored (only its hash): a
 refused query may hold the very values it tried to probe for.
@@ -95,8 +96,11 @@ def verify_audit_log(s: Settings | None = None, path: Path | None = None) -> Cha
     if not path.exists():
         return ChainCheck(ok=True, entries=0)
     prev, n = GENESIS, 0
-    for n, line in enumerate(path.read_bytes().split(b"\n")[:-1] if path.read_bytes().endswith(b"\n")
-                             else path.read_bytes().split(b"\n"), start=1):
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()  # the newline that ends the last line
+    for n, line in enumerate(lines, start=1):
         try:
             record = json.loads(line)
         except ValueError:

@@ -3,6 +3,7 @@
     healthlake demo                         generate the demo city (once) and materialise every asset
     healthlake generate --residents N --days D --seed S --out DIR
     healthlake sql "SELECT …" [--format table|csv|json]   read-only query of the lake
+    healthlake query --role ROLE "SELECT …" [--format …]   governed query within a role's clearance (audited)
     healthlake ui                           dagster dev on 127.0.0.1
     healthlake dbt-parse                    build the dbt manifest (done by `make install`)
 """
@@ -178,14 +179,37 @@ def cmd_sql(args) -> int:
     except (duckdb.Error, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.format == "json":
+    print_rows(columns, rows, args.format)
+    return 0
+
+
+def print_rows(columns: list[str], rows: list[tuple], fmt: str = "table") -> None:
+    """Query results on stdout as an aligned table, CSV or JSON (one formatting for sql and query)."""
+    if fmt == "json":
         print(json.dumps([dict(zip(columns, r)) for r in rows], ensure_ascii=False, default=_json_default))
-    elif args.format == "csv":
+    elif fmt == "csv":
         w = csv.writer(sys.stdout, lineterminator="\n")
         w.writerow(columns)
         w.writerows([[_json_default(v) if isinstance(v, (date, datetime, Decimal)) else v for v in r] for r in rows])
     else:
         print(format_table(columns, rows))
+
+
+# ---------------------------------------------------------------- query (governed)
+def cmd_query(args) -> int:
+    """Governed query: checked against the role's clearance, run on its published database, audited."""
+    from catalog.access import AccessError
+    from catalog.governed import run_governed
+
+    try:
+        columns, rows = run_governed(args.query, args.role, user=args.user, authorisation=args.authorisation)
+    except AccessError as e:
+        print(f"refused: {e}", file=sys.stderr)
+        return 3
+    except Exception as e:  # no published database yet, or an engine error (bad SQL) after the checks passed
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print_rows(columns, rows, args.format)
     return 0
 
 
@@ -222,6 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("query")
     q.add_argument("--format", choices=("table", "csv", "json"), default="table")
     q.set_defaults(func=cmd_sql)
+    gq = sub.add_parser("query", help="governed SQL within a role's clearance (published data, audited)")
+    gq.add_argument("query")
+    gq.add_argument("--role", required=True, help="role from catalog/roles.yaml (public, researcher, analyst, …)")
+    gq.add_argument("--user", default=None, help="who is asking (default: the OS user); written to the audit log")
+    gq.add_argument("--authorisation", default=None,
+                    help="resident's authorisation reference (roles that require it, e.g. clinician)")
+    gq.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    gq.set_defaults(func=cmd_query)
     u = sub.add_parser("ui", help="dagster dev bound to 127.0.0.1")
     u.add_argument("--port", type=int, default=3000)
     u.set_defaults(func=cmd_ui)
