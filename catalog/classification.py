@@ -18,13 +18,23 @@ Where a classification comes from, first match wins:
 
 1. ``classification_overrides.yaml``: exact ``schema.table.column`` entries, then glob patterns, in
    file order. Every entry needs a ``reason``.
-2. Lineage columns (``_batch_id`` …): 医疗应用, level 1.
-3. The standard data sets: bronze columns are data elements 1:1; staging, intermediate and mart
+2. dbt column meta of the model that builds the table (read from the lake's dbt manifest at run
+   time, so marts added later classify themselves)::
+
+       columns:
+         - name: loinc_code
+           meta: {classification: {category: 健康状况, level: 2, kind: value, reason: …}}
+
+   (``meta: {category: …, level: …}`` directly works too; ``reason`` defaults to "dbt meta").
+3. Lineage columns (``_batch_id`` …): 医疗应用, level 1.
+4. The standard data sets: bronze columns are data elements 1:1; staging, intermediate and mart
    tables are mapped to their data set (``TABLE_DATASETS``) and their columns matched by name.
-4. Name rules: ``*_key`` pseudonymous keys (level ≤ 2, category of the identifier they hash),
-   ``is_valid_*`` quality flags (level 1), institution codes (卫生资源, level 1), ``*_name`` of a
-   ``*_code`` (same as the code).
-5. A data element of the same name in any data set (the highest level wins).
+5. Name rules: ``*_key`` pseudonymous keys (level ≤ 2, category of the identifier they hash),
+   ``is_valid_*``/``is_known_*`` quality flags (level 1), institution codes (卫生资源, level 1),
+   ``*_name`` of a ``*_code`` (same as the code), derived copies of a column (``<col>_standardised``,
+   ``<col>_source``, ``<col>_sent``, ``standard_<col>``, the ``<col>_l``/``<col>_r`` pairs of a
+   review queue: same as ``<col>``, same kind).
+6. A data element of the same name in any data set (the highest level wins).
 
 A column matched by none is *unclassified*: ``unclassified_columns()`` lists them and the test
 suite (and the pipeline's check) fails on any. Content detectors (``detect_misclassified``) sample
@@ -164,6 +174,53 @@ def _from_element(table, column, e, source, reason, kind=None) -> ColumnClass:
     return ColumnClass(table, column, e.category, e.level, kind or _kind_of(e.name), source, reason)
 
 
+# ------------------------------------------------------------------ dbt meta
+_META_CACHE: dict[tuple[str, float], dict] = {}
+
+
+def _manifest_path() -> Path | None:
+    try:
+        from healthlake.config import settings
+
+        return settings().dbt_target_dir / "manifest.json"
+    except Exception:  # no configuration: no dbt meta
+        return None
+
+
+def dbt_column_meta(manifest: Path | None = None) -> dict[tuple[str, str, str], dict]:
+    """(schema, table, column) → the classification in that column's dbt meta (models and seeds)."""
+    manifest = manifest or _manifest_path()
+    if manifest is None or not manifest.exists():
+        return {}
+    key = (str(manifest), manifest.stat().st_mtime)
+    if key not in _META_CACHE:
+        import json
+
+        out = {}
+        nodes = json.loads(manifest.read_text(encoding="utf-8")).get("nodes", {})
+        for node in nodes.values():
+            if node.get("resource_type") not in ("model", "seed", "snapshot"):
+                continue
+            table = node.get("alias") or node.get("name")
+            for col in (node.get("columns") or {}).values():
+                meta = {**((col.get("config") or {}).get("meta") or {}), **(col.get("meta") or {})}
+                c = meta.get("classification") if isinstance(meta.get("classification"), dict) else meta
+                if "category" in c and "level" in c:
+                    where = f"dbt {node.get('name')}.{col.get('name')}"
+                    if c["category"] not in CATEGORIES or not isinstance(c["level"], int) or not 1 <= c["level"] <= 5:
+                        raise ClassificationError(f"{where}: meta category must be one of {', '.join(CATEGORIES)} "
+                                                  f"and level an integer 1-5")
+                    if c.get("kind", "value") not in KINDS:
+                        raise ClassificationError(f"{where}: meta kind must be one of {', '.join(KINDS)}")
+                    out[(node.get("schema"), table, col.get("name"))] = c
+        _META_CACHE.clear()
+        _META_CACHE[key] = out
+    return _META_CACHE[key]
+
+
+_DERIVED = re.compile(r"^(?:standard_(?P<a>.+)|(?P<b>.+?)_(?:standardised|standardized|source|sent|raw|original|l|r))$")
+
+
 def classify(schema: str, table: str, column: str) -> ColumnClass | None:
     """The classification of one column, or None when nothing classifies it."""
     t = f"{schema}.{table}"
@@ -173,6 +230,10 @@ def classify(schema: str, table: str, column: str) -> ColumnClass | None:
     if entry:
         return ColumnClass(t, column, entry["category"], entry["level"], entry.get("kind", "value"),
                            "override", entry["reason"].strip())
+    meta = dbt_column_meta().get((schema, table, column))
+    if meta:
+        return ColumnClass(t, column, meta["category"], meta["level"], meta.get("kind", "value"), "dbt",
+                           str(meta.get("reason") or "dbt 列 meta"))
     if column in _LINEAGE:
         return ColumnClass(t, column, "医疗应用", 1, "value", "lineage", "入湖血缘列（批次、来源文件、行号、时间）")
     ds_name = _dataset_of(schema, table)
@@ -189,7 +250,7 @@ def classify(schema: str, table: str, column: str) -> ColumnClass | None:
         e = elements.get(base + "_id") or elements.get(base + "_code")
         category, level = (e.category, min(e.level, 2)) if e else ("医疗应用", 2)
         return ColumnClass(t, column, category, level, "key", "rule", f"{base} 的假名键（md5 哈希）")
-    if column.startswith("is_valid_"):
+    if column.startswith(("is_valid_", "is_known_")):
         return ColumnClass(t, column, "医疗应用", 1, "value", "rule", "数据质量有效性标志（不含原值）")
     if column == "institution_code" or column.endswith("_institution_code"):
         return ColumnClass(t, column, "卫生资源", 1, "value", "rule", "医疗卫生机构代码（公开）")
@@ -201,6 +262,12 @@ def classify(schema: str, table: str, column: str) -> ColumnClass | None:
     if column in elements:
         return _from_element(t, column, elements[column], "standard",
                              f"同名数据元 {column}（{elements[column].zh}，取各数据集最高级别）")
+    m = _DERIVED.match(column)
+    if m:
+        base = classify(schema, table, m.group("a") or m.group("b"))
+        if base:
+            return ColumnClass(t, column, base.category, base.level, base.kind, "rule",
+                               f"由 {base.column} 派生（同级别）：{base.reason}")
     return None
 
 

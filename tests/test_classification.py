@@ -1,0 +1,117 @@
+"""Classification and grading: defaults from the standard, rules, overrides with reasons, detectors."""
+
+from __future__ import annotations
+
+import duckdb
+import pytest
+
+from catalog import classification as cl
+from catalog.classification import classify, detect_misclassified, looks_like_name, unclassified_columns
+from catalog.standard import CATEGORIES, datasets
+from synthetic.gb11643 import make_id
+
+
+def test_bronze_columns_take_their_data_elements_classification():
+    for name, ds in datasets().items():
+        for e in ds.elements:
+            cc = classify("bronze", name, e.name)
+            assert (cc.category, cc.level) == (e.category, e.level), (name, e.name)
+            assert cc.source == "standard" or (name, e.name) == ("practitioner", "name"), (name, e.name)
+    assert classify("bronze", "person", "id_number").kind == "id_number"
+    assert classify("bronze", "person", "name").kind == "person_name"
+    assert classify("bronze", "health_record", "address_text").kind == "address"
+
+
+def test_mart_columns_map_by_name_keys_and_lineage_get_their_own_defaults():
+    assert (classify("population", "dim_person", "id_number").level, classify("population", "dim_person", "phone").level) == (4, 4)
+    assert classify("population", "dim_person", "birth_date").kind == "birth_date"
+    key = classify("emr", "fct_encounter", "person_key")
+    assert (key.category, key.level, key.kind) == ("个人属性", 2, "key")
+    assert classify("resource", "dim_department", "department_key").level == 1
+    lineage = classify("emr", "fct_encounter", "_source_file")
+    assert (lineage.level, lineage.source) == (1, "lineage")
+    # *_name of a *_code takes the code's classification
+    assert classify("emr", "fct_encounter", "visit_type_name").level == classify("emr", "fct_encounter", "visit_type_code").level
+    # the practitioner's name is 卫生资源 L2 (the practitioner data set), not a resident's 个人属性 L4
+    prac = classify("resource", "dim_practitioner", "name")
+    assert (prac.category, prac.level, prac.kind) == ("卫生资源", 2, "person_name")
+
+
+def test_every_override_has_a_reason_and_a_valid_category(tmp_path):
+    exact, patterns = cl._overrides()
+    assert exact and patterns
+    for key, entry in list(exact.items()) + patterns:
+        assert entry["reason"].strip() and entry["category"] in CATEGORIES and 1 <= entry["level"] <= 5, key
+    bad = tmp_path / "o.yaml"
+    bad.write_text("columns:\n  emr.fct_encounter.total_fee: {category: 医疗支付, level: 2}\n", encoding="utf-8")
+    with pytest.raises(cl.ClassificationError, match="reason"):
+        cl._overrides(str(bad))
+
+
+def test_an_unknown_column_is_unclassified_and_fails_the_check():
+    assert classify("emr", "fct_encounter", "mystery_column") is None
+    con = duckdb.connect()
+    con.execute("ATTACH ':memory:' AS lake")
+    con.execute("CREATE SCHEMA lake.emr")
+    con.execute("CREATE TABLE lake.emr.fct_encounter (encounter_key VARCHAR, visit_at TIMESTAMP, mystery_column VARCHAR)")
+    assert unclassified_columns(con) == ["emr.fct_encounter.mystery_column"]
+
+
+def test_name_detector_knows_common_and_compound_surnames():
+    assert looks_like_name("张伟") and looks_like_name("欧阳娜娜") and looks_like_name("王秀英")
+    assert not looks_like_name("内科") and not looks_like_name("阿莫西林胶囊") and not looks_like_name("Zhang")
+
+
+def _toy_lake():
+    con = duckdb.connect()
+    con.execute("ATTACH ':memory:' AS lake")
+    con.execute("CREATE SCHEMA lake.emr")
+    # total_fee is level 3 by the standard; here it (wrongly) holds ID numbers, phones and names
+    con.execute("CREATE TABLE lake.emr.fct_encounter (encounter_key VARCHAR, total_fee VARCHAR, payment_method_code VARCHAR, "
+                "visit_type_name VARCHAR)")
+    from datetime import date
+    rows = []
+    for i in range(300):
+        rows.append((f"k{i}", make_id("511011", date(1980, 1, 1 + i % 28), 100 + i), f"139{i:08d}",
+                     ["张伟", "李秀英", "王芳"][i % 3] if i % 2 else "门诊"))
+    con.executemany("INSERT INTO lake.emr.fct_encounter VALUES (?, ?, ?, ?)", rows)
+    return con
+
+
+def test_detectors_flag_ids_phones_and_names_in_columns_classified_too_low():
+    found = {(f.column, f.detector): f for f in detect_misclassified(_toy_lake())}
+    assert set(found) == {("total_fee", "gb11643_id_number"), ("payment_method_code", "mobile_phone"),
+                          ("visit_type_name", "chinese_name")}
+    assert found[("total_fee", "gb11643_id_number")].match_ratio == 1.0
+    assert found[("visit_type_name", "chinese_name")].match_ratio == 0.5  # ≥ 50 % of non-null values
+    assert found[("total_fee", "gb11643_id_number")].level == 3
+
+
+def test_detectors_ignore_columns_already_at_level_4():
+    con = duckdb.connect()
+    con.execute("ATTACH ':memory:' AS lake")
+    con.execute("CREATE SCHEMA lake.population")
+    con.execute("CREATE TABLE lake.population.dim_person (id_number VARCHAR, phone VARCHAR, name VARCHAR)")
+    con.execute("INSERT INTO lake.population.dim_person VALUES ('511011198001011234', '13912345678', '张伟')")
+    assert detect_misclassified(con) == []
+
+
+# ------------------------------------------------------------------ on a real (tiny) lake
+@pytest.fixture(scope="module")
+def city():
+    from security.tiny_city import tiny_city
+
+    return tiny_city()
+
+
+def test_every_column_of_the_tiny_citys_lake_is_classified_and_no_detector_fires(city):
+    from healthlake.lake import connect
+
+    con = connect(city.settings, read_only=True)
+    try:
+        assert unclassified_columns(con) == []
+        assert detect_misclassified(con) == []
+        schemas = {s for s, *_ in cl.lake_columns(con)}
+    finally:
+        con.close()
+    assert {"bronze", "population", "emr", "health_record", "resource", "ops"} <= schemas
