@@ -16,6 +16,12 @@ Every setting is an environment variable with a documented default, read when
 | HEALTHLAKE_S3_SECRET      | (none)                                    | S3 secret key                            |
 | HEALTHLAKE_S3_REGION      | us-east-1                                 | S3 region                                |
 | HEALTHLAKE_S3_USE_SSL     | false                                     | https to the S3 endpoint                 |
+| HEALTHLAKE_LANDING_URL    | (none)                                    | s3://b/landing/: the landing zone on S3; |
+|                           |                                           | HEALTHLAKE_LANDING is then its work copy |
+| HEALTHLAKE_ARCHIVE_URL    | s3://<landing bucket>/archive/            | ingested raw extracts (hot)              |
+| HEALTHLAKE_COLD_URL       | s3://<landing bucket>/cold/               | raw extracts older than COLD_AFTER_DAYS  |
+| HEALTHLAKE_COLD_AFTER_DAYS| 30                                        | days before raw extracts go cold         |
+| HEALTHLAKE_SNAPSHOT_RETENTION_DAYS | 7                                | lake snapshots kept for time travel      |
 | HEALTHLAKE_DEMO_RESIDENTS | 3000                                      | residents of the demo city               |
 | HEALTHLAKE_DEMO_DAYS      | 3                                         | days of deliveries in the demo city      |
 | HEALTHLAKE_SEED           | 20261123                                  | seed of the demo city                    |
@@ -44,6 +50,11 @@ class Settings:
     s3_secret: str | None
     s3_region: str
     s3_use_ssl: bool
+    landing_url: str | None
+    archive_url: str | None
+    cold_url: str | None
+    cold_after_days: int
+    snapshot_retention_days: float
     demo_residents: int
     demo_days: int
     seed: int
@@ -84,6 +95,10 @@ class Settings:
     def data_is_s3(self) -> bool:
         return self.data_path.startswith("s3://")
 
+    @property
+    def landing_is_s3(self) -> bool:
+        return bool(self.landing_url)
+
 
 def postgres_url_to_libpq(url: str) -> str:
     """postgresql://user:pw@host:port/db → 'dbname=db host=host port=port user=user password=pw'."""
@@ -106,6 +121,15 @@ def settings() -> Settings:
     if not data_path.startswith("s3://"):
         data_path = str(Path(data_path).resolve())
     data_path = data_path.rstrip("/") + "/"
+    landing_url = _env("HEALTHLAKE_LANDING_URL")
+    archive_url = cold_url = None
+    if landing_url:
+        if not landing_url.startswith("s3://"):
+            raise ValueError(f"HEALTHLAKE_LANDING_URL must be s3://bucket/prefix/, not {landing_url!r}")
+        landing_url = landing_url.rstrip("/") + "/"
+        bucket = landing_url[len("s3://"):].split("/", 1)[0]
+        archive_url = _env("HEALTHLAKE_ARCHIVE_URL", f"s3://{bucket}/archive/").rstrip("/") + "/"
+        cold_url = _env("HEALTHLAKE_COLD_URL", f"s3://{bucket}/cold/").rstrip("/") + "/"
     return Settings(
         root=root,
         catalog=_env("HEALTHLAKE_CATALOG", str(root / "lake" / "catalog.sqlite")),
@@ -117,6 +141,11 @@ def settings() -> Settings:
         s3_secret=_env("HEALTHLAKE_S3_SECRET"),
         s3_region=_env("HEALTHLAKE_S3_REGION", "us-east-1"),
         s3_use_ssl=_env("HEALTHLAKE_S3_USE_SSL", "false").lower() in ("1", "true", "yes"),
+        landing_url=landing_url,
+        archive_url=archive_url,
+        cold_url=cold_url,
+        cold_after_days=int(_env("HEALTHLAKE_COLD_AFTER_DAYS", "30")),
+        snapshot_retention_days=float(_env("HEALTHLAKE_SNAPSHOT_RETENTION_DAYS", "7")),
         demo_residents=int(_env("HEALTHLAKE_DEMO_RESIDENTS", "3000")),
         demo_days=int(_env("HEALTHLAKE_DEMO_DAYS", "3")),
         seed=int(_env("HEALTHLAKE_SEED", "20261123")),

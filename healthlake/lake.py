@@ -7,9 +7,15 @@ autoinstall is off. parquet, json and icu are built into the duckdb wheel.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import glob
+import logging
 import os
+import random
 import threading
+import time
+import zlib
 from pathlib import Path
 
 import duckdb
@@ -22,6 +28,13 @@ PIPELINE_SCHEMAS = ("bronze", "ops")
 EXTENSIONS = ("ducklake", "sqlite_scanner", "postgres_scanner", "httpfs")
 
 _install_lock = threading.Lock()
+log = logging.getLogger(__name__)
+
+# DuckLake settles a lost commit race itself: when the other snapshot's changes do not conflict
+# with ours (e.g. both insert into the same table) it re-commits against the new snapshot without
+# rewriting files. Its defaults are 10 attempts, 100 ms apart, growing x1.5 (about 11 s in all); with
+# several institution writers on one PostgreSQL catalog we allow more patience (up to ~60 s).
+DUCKLAKE_RETRY = {"ducklake_max_retry_count": 20, "ducklake_retry_wait_ms": 100, "ducklake_retry_backoff": 1.3}
 
 
 def packaged_extensions() -> dict[str, Path]:
@@ -95,15 +108,38 @@ def connect(s: Settings | None = None, read_only: bool = False, database: str = 
     if not s.data_is_s3:
         os.makedirs(s.data_path, exist_ok=True)
     con = duckdb.connect(database, config=duckdb_config(s))
+    for name, value in DUCKLAKE_RETRY.items():
+        con.execute(f"SET {name} = {value}")
     secret = s3_secret_sql(s)
     if secret:
         con.execute(secret)
-    con.execute(attach_sql(s, read_only=read_only))
+        # A restarted S3 server is back within seconds: retry refused/failed requests 8 times,
+        # 200 ms growing x2 (about 50 s in all; httpfs's default is 3 tries, 100 ms x4).
+        con.execute("SET http_retries = 8; SET http_retry_wait_ms = 200; SET http_retry_backoff = 2")
+    _attach(con, s, read_only)
     con.execute(f"USE {LAKE}")
     if not read_only:
-        for schema in PIPELINE_SCHEMAS:
-            con.execute(f"CREATE SCHEMA IF NOT EXISTS {LAKE}.{schema}")
+        def schemas():
+            for schema in PIPELINE_SCHEMAS:
+                con.execute(f"CREATE SCHEMA IF NOT EXISTS {LAKE}.{schema}")
+        with_retries(schemas, what="create schemas")  # two writers creating the same schema conflict
     return con
+
+
+def _attach(con: duckdb.DuckDBPyConnection, s: Settings, read_only: bool) -> None:
+    # Two writers attaching a fresh PostgreSQL catalog at once both try to create DuckLake's
+    # metadata tables; the loser fails ("duplicate key value ... pg_type_typname_nsp_index") and
+    # succeeds on a second attach, when the tables exist.
+    for attempt in range(5):
+        try:
+            con.execute(attach_sql(s, read_only=read_only))
+            return
+        except duckdb.Error as e:
+            if "Failed to initialize DuckLake" not in str(e) or attempt == 4:
+                raise
+            with contextlib.suppress(duckdb.Error):
+                con.execute(f"DETACH {LAKE}")
+            time.sleep(0.2 + random.random() * 0.5)
 
 
 def lake_tables(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
@@ -113,3 +149,73 @@ def lake_tables(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
         "UNION SELECT schema_name, view_name FROM duckdb_views() WHERE database_name = ? AND NOT internal "
         "ORDER BY 1, 2", [LAKE, LAKE]).fetchall()
     return [(r[0], r[1]) for r in rows]
+
+
+# ---------------------------------------------------------------- writers
+# Errors worth another attempt: a logical DuckLake conflict that its own retries could not settle,
+# the catalog or object store briefly unreachable (restart, network). Everything else is a real error.
+TRANSIENT_MARKERS = (
+    "conflict", "Transaction conflict", "could not connect", "Connection refused", "connection to server",
+    "server closed the connection", "terminating connection", "the database system is", "SSL SYSCALL",
+    "HTTP", "Could not establish connection", "timed out", "Connection reset", "Broken pipe",
+    "database is locked", "no connection to the server",
+)
+
+
+def is_transient(error: BaseException) -> bool:
+    text = f"{type(error).__name__}: {error}"
+    return any(m.lower() in text.lower() for m in TRANSIENT_MARKERS)
+
+
+def with_retries(fn, *, attempts: int = 6, first_wait: float = 0.2, backoff: float = 2.0, what: str = "lake write"):
+    """Call ``fn()``; on a transient error wait (with jitter, growing by ``backoff``) and try again.
+
+    ``fn`` must be idempotent (every ingest step is: a file already loaded is skipped).
+    """
+    wait = first_wait
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except Exception as e:  # noqa: BLE001 — classified below
+            if attempt == attempts or not is_transient(e):
+                raise
+            log.warning("%s: transient error (attempt %d/%d), retrying in %.1f s: %s", what, attempt, attempts, wait, e)
+            time.sleep(wait * (0.5 + random.random()))
+            wait *= backoff
+
+
+@contextlib.contextmanager
+def catalog_lock(name: str, s: Settings | None = None, timeout: float = 600.0):
+    """A named mutex for all writers of this lake, released when the holder exits or dies.
+
+    PostgreSQL catalog: a session advisory lock on the catalog database (several machines).
+    SQLite catalog: an flock on a file next to the catalog (one machine). Used for steps that
+    DuckLake cannot merge: creating the tables on a fresh lake, replacing ops.institution, and
+    one institution's partition (so that the same file is never loaded by two runs at once).
+    """
+    s = s or load_settings()
+    key = zlib.crc32(f"healthlake:{name}".encode()) - 2**31
+    if s.catalog_kind == "postgres":
+        import psycopg2
+
+        from healthlake.config import postgres_url_to_libpq
+
+        con = psycopg2.connect(postgres_url_to_libpq(s.catalog), connect_timeout=10)
+        con.autocommit = True
+        try:
+            with con.cursor() as cur:
+                cur.execute(f"SET lock_timeout = '{int(timeout * 1000)}ms'")
+                cur.execute("SELECT pg_advisory_lock(%s)", (key,))
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                con.close()  # closing the session releases the lock
+    else:
+        path = Path(s.catalog).with_name(f".lock-{key & 0xffffffff:08x}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)

@@ -13,7 +13,9 @@ from healthlake.config import settings
 from pipelines.defs.catalog.assets import build_catalog_asset
 from pipelines.defs.dbt.assets import build_dbt_assets
 from pipelines.defs.dbt.resources import dbt_resource
-from pipelines.defs.ingest.assets import ingest_landing_zone
+from pipelines.defs.ingest.assets import ingest_landing_zone, institution_delivery
+from pipelines.defs.ingest.sensors import build_landing_sensor, ingest_institution_job
+from pipelines.defs.maintenance.jobs import lake_maintenance_job, lake_maintenance_schedule
 from pipelines.defs.quality.checks import build_quality_checks
 
 ALL_ASSETS_JOB = "healthlake_all"
@@ -31,11 +33,17 @@ def executor_for_environment() -> dg.ExecutorDefinition:
 def build_definitions() -> dg.Definitions:
     dbt = build_dbt_assets()
     upstream = [*ingest_landing_zone.keys, *dbt.keys]
+    # Per-institution ingest (production: sensor-driven, partitioned, parallel) runs in its own job.
+    by_institution = dg.AssetSelection.assets(institution_delivery)
+    per_institution = ingest_institution_job(institution_delivery.key)
     return dg.Definitions(
-        assets=[ingest_landing_zone, dbt, build_catalog_asset(upstream)],
+        assets=[ingest_landing_zone, institution_delivery, dbt, build_catalog_asset(upstream)],
         asset_checks=build_quality_checks(),
-        jobs=[dg.define_asset_job(ALL_ASSETS_JOB, selection=dg.AssetSelection.all(),
-                                  description="采集 → 四大数据库 → 质控 → 资源目录，全流程")],
+        jobs=[dg.define_asset_job(ALL_ASSETS_JOB, selection=dg.AssetSelection.all() - by_institution,
+                                  description="采集 → 四大数据库 → 质控 → 资源目录，全流程"),
+              per_institution, lake_maintenance_job],
+        sensors=[build_landing_sensor(per_institution)],
+        schedules=[lake_maintenance_schedule],
         resources={"dbt": dbt_resource()},
         executor=executor_for_environment(),
     )

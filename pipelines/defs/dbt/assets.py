@@ -12,7 +12,9 @@ from pipelines.defs.dbt.translator import HealthlakeTranslator
 def build_dbt_assets() -> dg.AssetsDefinition:
     project = dbt_project()
 
-    @dbt_assets(manifest=project.manifest_path, project=project, name="healthlake_dbt",
+    # pool: dbt build rewrites many tables at once; with parallel institution writers it is the one
+    # single-writer step (dagster.yaml limits every pool to 1 concurrent step).
+    @dbt_assets(manifest=project.manifest_path, project=project, name="healthlake_dbt", pool="lake_single_writer",
                 dagster_dbt_translator=HealthlakeTranslator(
                     settings=DagsterDbtTranslatorSettings(enable_asset_checks=True)))
     def healthlake_dbt(context: dg.AssetExecutionContext, dbt: DbtCliResource):

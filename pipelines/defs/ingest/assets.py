@@ -8,6 +8,7 @@ import dagster as dg
 from catalog.standard import datasets
 from healthlake.config import settings
 from ingest_adapters import ingest_landing
+from pipelines.defs.ingest.partitions import INSTITUTION_PARTITIONS, ingest_institution
 
 INGEST_BATCH_KEY = dg.AssetKey(["ops", "ingest_batch"])
 INSTITUTION_KEY = dg.AssetKey(["ops", "institution"])
@@ -58,4 +59,32 @@ def ingest_landing_zone(context: dg.AssetExecutionContext):
         "rows_rejected": sum(r.rows_rejected for r in loaded),
         "failures": dg.MetadataValue.md("\n".join(f"- `{r.source_file}`: {r.error}" for r in failed) or "无"),
         "landing_zone": str(s.landing),
+    })
+
+
+# ---------------------------------------------------------------- per institution (production)
+INSTITUTION_DELIVERY_KEY = dg.AssetKey(["ops", "institution_delivery"])
+
+
+@dg.asset(key=INSTITUTION_DELIVERY_KEY, partitions_def=INSTITUTION_PARTITIONS, group_name="bronze",
+          kinds={"duckdb", "s3"},
+          description="按机构分区的采集：该机构落地区的新文件入 bronze（各机构可并行写入），入库后原始文件归档",
+          retry_policy=dg.RetryPolicy(max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS))
+def institution_delivery(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    """One institution's new landing files into bronze; a failed file never blocks the others."""
+    r = ingest_institution(context.partition_key)
+    for b in r.batches:
+        if b.status == "failed":
+            context.log.warning(f"批次失败 {b.source_file}: {b.error}")
+    return dg.MaterializeResult(metadata={
+        "files_seen": len(r.batches),
+        "batches_loaded": r.count("loaded"),
+        "batches_skipped_same_content": r.count("skipped"),
+        "batches_failed": r.count("failed"),
+        "rows_read": r.rows("rows_read"),
+        "rows_loaded": r.rows("rows_loaded"),
+        "rows_rejected": r.rows("rows_rejected"),
+        "archived": len(r.archived),
+        "failures": dg.MetadataValue.md("\n".join(f"- `{b.source_file}`: {b.error}" for b in r.batches
+                                                  if b.status == "failed") or "无"),
     })
