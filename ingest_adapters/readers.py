@@ -15,6 +15,9 @@ _READERS: dict[str, str] = {
     "ndjson": "ingest_adapters.jsonl:open_ndjson",
     "hl7v2": "ingest_adapters.hl7v2:open_hl7v2",
     "fhir": "ingest_adapters.fhir:open_fhir",
+    "dicom": "ingest_adapters.dicom:open_dicom",
+    "sqlite": "ingest_adapters.frontend_db:open_sqlite",
+    "postgres": "ingest_adapters.frontend_db:open_postgres",
 }
 
 # Formats whose one file fills several data sets (a message or resource per row unit): their
@@ -34,6 +37,9 @@ READER_OPTIONS: dict[str, frozenset[str]] = {
     "ndjson": frozenset(),
     "hl7v2": frozenset({"message_types"}),
     "fhir": frozenset(),
+    "dicom": frozenset(),
+    "sqlite": frozenset({"database", "table", "watermark"}),
+    "postgres": frozenset({"database", "schema", "table", "watermark"}),
 }
 # Options any feed may carry: documentation of its value formats, its quality threshold.
 COMMON_OPTIONS = frozenset({"value_formats", "quality_threshold", "description"})
