@@ -53,6 +53,10 @@ def mapping(patient_key="id", practitioner_key=f"identifier[system={NPI}].value"
         "immunization": {"immunization_id": "id", "vaccine_code": "vaccineCode.coding[0].code",
                          "vaccine_name": "vaccineCode.text", "dose_seq": "protocolApplied[0].doseNumberPositiveInt",
                          "vaccinated_date": "occurrenceDateTime", "lot_number": "lotNumber"},
+        "procedure": {"procedure_id": "id", "encounter_id": "ref(encounter)", "patient_id": "ref(subject)",
+                      "procedure_code": "code.coding[0].code", "procedure_name": "code.text",
+                      "procedure_at": "performedPeriod.start | performedDateTime", "procedure_end_at": "performedPeriod.end",
+                      "operator_id": "ref(performer.actor)"},
         "practitioner": {"practitioner_id": practitioner_key, "name": "name[0].text | {name[0].family}{name[0].given}",
                          "sex_code": "gender", "title": "qualification[0].code.text",
                          "licence_number": "qualification[0].identifier[0].value"},
@@ -84,7 +88,7 @@ def q(s, sql, params=()):
         con.close()
 
 
-TABLES = ("person", "encounter", "diagnosis", "lab_result", "prescription", "immunization", "practitioner")
+TABLES = ("person", "encounter", "diagnosis", "lab_result", "prescription", "immunization", "procedure", "practitioner")
 
 
 def accounting_holds(s):
@@ -107,7 +111,8 @@ def source_counts(bundle: dict) -> Counter:
                 c["lab_result"] += 1
         else:
             c[{"Patient": "person", "Encounter": "encounter", "Condition": "diagnosis", "Immunization": "immunization",
-               "MedicationRequest": "prescription", "Practitioner": "practitioner"}.get(t, "other:" + t)] += 1
+               "MedicationRequest": "prescription", "Practitioner": "practitioner",
+               "Procedure": "procedure"}.get(t, "other:" + t)] += 1
     return c
 
 
@@ -127,14 +132,15 @@ def test_synthea_bundles_fill_every_data_set_with_resolved_references(lake_env):
         expected.update(source_counts(json.loads((SYNTHEA / n).read_text())))
     for t in TABLES:
         assert q(s, f"SELECT count(*) FROM bronze.{t}") == [(expected[t],)], t
-    assert expected["person"] == 2 and expected["practitioner"] == 173 and expected["lab_result"] > 0
+    assert expected["person"] == 2 and expected["practitioner"] == 173 and min(expected.values()) > 0
     mapped = sum(expected[t] for t in TABLES)
     assert sum(r.rows_read for r in results) == mapped and sum(r.rows_rejected for r in results) == 0
     # references: every encounter's patient is a loaded person, every practitioner a loaded practitioner
     assert q(s, "SELECT count(*) FROM bronze.encounter e ANTI JOIN bronze.person p USING (patient_id)") == [(0,)]
     assert q(s, "SELECT count(*) FROM bronze.encounter e WHERE practitioner_id NOT IN "
                 "(SELECT practitioner_id FROM bronze.practitioner)") == [(0,)]
-    assert q(s, "SELECT count(*) FROM bronze.lab_result l ANTI JOIN bronze.encounter e USING (encounter_id)") == [(0,)]
+    for t in ("lab_result", "procedure", "diagnosis"):
+        assert q(s, f"SELECT count(*) FROM bronze.{t} ANTI JOIN bronze.encounter USING (encounter_id)") == [(0,)]
     assert q(s, "SELECT count(*) FROM bronze.practitioner WHERE practitioner_id IS NULL") == [(0,)]
     # unmapped resource types are counted in the notes, not rejected
     assert results[1].notes["not_mapped"]["Claim"] > 0 and results[1].notes["filtered_out"]["Observation"] > 0
