@@ -3,13 +3,7 @@ server, pulled incrementally by a watermark; ties at the watermark, crash safety
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
 import sqlite3
-import subprocess
-import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -52,17 +46,21 @@ def make_sqlite(path: Path, rows) -> None:
         db.executemany(f"INSERT OR REPLACE INTO vaccination VALUES ({', '.join('?' * len(COLUMNS))})", rows)
 
 
-def q(s, sql, *params):
-    con = connect(s)
-    try:
-        return con.execute(sql, list(params)).fetchall()
-    finally:
-        con.close()
+@pytest.fixture
+def con(lake_env):
+    """One lake connection per test, shared by the pulls and the checks (connecting costs ~1 s)."""
+    c = connect(lake_env)
+    yield c
+    c.close()
+
+
+def q(con, sql, *params):
+    return con.execute(sql, list(params)).fetchall()
 
 
 # ------------------------------------------------------------------ SQLite
 
-def test_sqlite_pulls_are_incremental_and_rows_tied_at_the_watermark_are_neither_lost_nor_doubled(lake_env):
+def test_sqlite_pulls_are_incremental_and_rows_tied_at_the_watermark_are_neither_lost_nor_doubled(lake_env, con):
     s = lake_env
     db = s.registry.parent / "cdc_frontend.sqlite"
     db.parent.mkdir(parents=True, exist_ok=True)
@@ -70,19 +68,19 @@ def test_sqlite_pulls_are_incremental_and_rows_tied_at_the_watermark_are_neither
                      record(3, "2026-11-20 09:00:00")])
     registry = registry_for(s, [sqlite_feed("cdc_frontend.sqlite")])  # relative to the registry file
 
-    (r1,) = pull_frontend(s, registry)
+    (r1,) = pull_frontend(s, registry, con)
     assert (r1.status, r1.rows_read, r1.rows_loaded, r1.rows_rejected) == ("loaded", 3, 3, 0), r1.error
     assert r1.notes["watermark_to"] == "2026-11-20 09:00:00"
     # a row committed later with the same watermark as the previous maximum, one newer row,
     # and one row updated in place (its watermark moves on): all three are new
     make_sqlite(db, [record(4, "2026-11-20 09:00:00"), record(5, "2026-11-20 10:00:00"),
                      record(1, "2026-11-20 11:00:00", name="王晓明")])
-    (r2,) = pull_frontend(s, registry)
+    (r2,) = pull_frontend(s, registry, con)
     assert (r2.rows_read, r2.rows_loaded) == (3, 3), r2.error
-    (r3,) = pull_frontend(s, registry)  # nothing new: an empty batch, still recorded
+    (r3,) = pull_frontend(s, registry, con)  # nothing new: an empty batch, still recorded
     assert (r3.status, r3.rows_read) == ("loaded", 0)
 
-    assert q(s, "SELECT immunization_id, name, dose_seq, vaccinated_date, _source_file FROM bronze.immunization "
+    assert q(con, "SELECT immunization_id, name, dose_seq, vaccinated_date, _source_file FROM bronze.immunization "
                 "ORDER BY _batch_id, _source_row") == [
         ("JZ000001", "王小明", "2", "2026-11-20", "sqlite:cdc_frontend.sqlite/vaccination"),
         ("JZ000002", "王小明", "3", "2026-11-20", "sqlite:cdc_frontend.sqlite/vaccination"),
@@ -90,21 +88,21 @@ def test_sqlite_pulls_are_incremental_and_rows_tied_at_the_watermark_are_neither
         ("JZ000004", "王小明", "2", "2026-11-20", "sqlite:cdc_frontend.sqlite/vaccination"),
         ("JZ000005", "王小明", "3", "2026-11-20", "sqlite:cdc_frontend.sqlite/vaccination"),
         ("JZ000001", "王晓明", "2", "2026-11-20", "sqlite:cdc_frontend.sqlite/vaccination")]
-    assert q(s, "SELECT rows_read, rows_loaded, rows_rejected, status FROM ops.ingest_batch ORDER BY started_at") == \
+    assert q(con, "SELECT rows_read, rows_loaded, rows_rejected, status FROM ops.ingest_batch ORDER BY started_at") == \
         [(3, 3, 0, "loaded"), (3, 3, 0, "loaded"), (0, 0, 0, "loaded")]
-    assert q(s, "SELECT watermark_value, rows_at_watermark FROM ops.frontend_watermark") == [("2026-11-20 11:00:00", 1)]
+    assert q(con, "SELECT watermark_value, rows_at_watermark FROM ops.frontend_watermark") == [("2026-11-20 11:00:00", 1)]
     # every bronze row carries the lineage columns
-    assert q(s, "SELECT count(*) FROM bronze.immunization WHERE _institution_code IS NULL OR _feed IS NULL OR "
+    assert q(con, "SELECT count(*) FROM bronze.immunization WHERE _institution_code IS NULL OR _feed IS NULL OR "
                 "_batch_id IS NULL OR _source_row IS NULL OR _ingested_at IS NULL OR _row_hash IS NULL") == [(0,)]
 
 
-def test_a_crash_before_commit_leaves_the_watermark_and_the_rows_as_they_were(lake_env, monkeypatch):
+def test_a_crash_before_commit_leaves_the_watermark_and_the_rows_as_they_were(lake_env, con, monkeypatch):
     s = lake_env
     db = s.registry.parent / "fe.sqlite"
     db.parent.mkdir(parents=True, exist_ok=True)
     make_sqlite(db, [record(1, "2026-11-20 08:00:00")])
     registry = registry_for(s, [sqlite_feed(str(db))])
-    pull_frontend(s, registry)
+    pull_frontend(s, registry, con)
     make_sqlite(db, [record(2, "2026-11-20 09:00:00")])
 
     import ingest_adapters.frontend_db as fe
@@ -118,17 +116,17 @@ def test_a_crash_before_commit_leaves_the_watermark_and_the_rows_as_they_were(la
         real(con, batch)
 
     monkeypatch.setattr(fe, "record_batch", crash)
-    (r,) = pull_frontend(s, registry)
+    (r,) = pull_frontend(s, registry, con)
     assert r.status == "failed" and "power cut" in r.error and calls == ["loaded", "failed"]
-    assert q(s, "SELECT count(*) FROM bronze.immunization") == [(1,)]
-    assert q(s, "SELECT watermark_value FROM ops.frontend_watermark") == [("2026-11-20 08:00:00",)]
+    assert q(con, "SELECT count(*) FROM bronze.immunization") == [(1,)]
+    assert q(con, "SELECT watermark_value FROM ops.frontend_watermark") == [("2026-11-20 08:00:00",)]
     monkeypatch.undo()
-    (r,) = pull_frontend(s, registry)
+    (r,) = pull_frontend(s, registry, con)
     assert (r.status, r.rows_loaded) == ("loaded", 1)
-    assert q(s, "SELECT immunization_id FROM bronze.immunization ORDER BY 1") == [("JZ000001",), ("JZ000002",)]
+    assert q(con, "SELECT immunization_id FROM bronze.immunization ORDER BY 1") == [("JZ000001",), ("JZ000002",)]
 
 
-def test_rows_without_a_business_key_are_rejected_and_null_watermarks_are_reported(lake_env):
+def test_rows_without_a_business_key_are_rejected_and_null_watermarks_are_reported(lake_env, con):
     s = lake_env
     db = s.registry.parent / "fe.sqlite"
     db.parent.mkdir(parents=True, exist_ok=True)
@@ -136,12 +134,12 @@ def test_rows_without_a_business_key_are_rejected_and_null_watermarks_are_report
     with sqlite3.connect(db) as c:
         c.execute("INSERT INTO vaccination (record_no, vaccine, updated_at) VALUES (NULL, '0101', '2026-11-20 08:30:00')")
     registry = registry_for(s, [sqlite_feed(str(db))])
-    (r,) = pull_frontend(s, registry)
+    (r,) = pull_frontend(s, registry, con)
     assert (r.rows_read, r.rows_loaded, r.rows_rejected, r.notes["null_watermark_rows"]) == (2, 1, 1, 1)
-    assert q(s, "SELECT source_row, error_type FROM bronze._rejects") == [(2, "MISSING KEY")]
+    assert q(con, "SELECT source_row, error_type FROM bronze._rejects") == [(2, "MISSING KEY")]
 
 
-def test_broken_feeds_fail_alone_with_a_clear_reason(lake_env):
+def test_broken_feeds_fail_alone_with_a_clear_reason(lake_env, con):
     s = lake_env
     db = s.registry.parent / "fe.sqlite"
     db.parent.mkdir(parents=True, exist_ok=True)
@@ -152,17 +150,17 @@ def test_broken_feeds_fail_alone_with_a_clear_reason(lake_env):
         sqlite_feed(str(db), watermark="update_at", feed_id="typo_watermark"),
         sqlite_feed(str(s.registry.parent / "gone.sqlite"), feed_id="missing_file"),
     ])
-    results = {r.feed: r for r in pull_frontend(s, registry)}
+    results = {r.feed: r for r in pull_frontend(s, registry, con)}
     assert results["ok"].status == "loaded" and results["ok"].rows_loaded == 1
     assert "no table 'vacination'" in results["typo_table"].error and "did you mean 'vaccination'" in results["typo_table"].error
     assert "no watermark column 'update_at'" in results["typo_watermark"].error
     assert "did you mean 'updated_at'" in results["typo_watermark"].error
     assert "does not exist" in results["missing_file"].error
-    assert sorted(q(s, "SELECT feed, status FROM ops.ingest_batch")) == [
+    assert sorted(q(con, "SELECT feed, status FROM ops.ingest_batch")) == [
         ("missing_file", "failed"), ("ok", "loaded"), ("typo_table", "failed"), ("typo_watermark", "failed")]
 
 
-def test_a_sqlite_file_delivered_to_the_landing_zone_loads_whole(lake_env):
+def test_a_sqlite_file_delivered_to_the_landing_zone_loads_whole(lake_env, con):
     from ingest_adapters import ingest_landing
 
     s = lake_env
@@ -170,42 +168,25 @@ def test_a_sqlite_file_delivered_to_the_landing_zone_loads_whole(lake_env):
     path = s.landing / "CDC01" / "dump" / "vaccination_20261120.sqlite"
     path.parent.mkdir(parents=True)
     make_sqlite(path, [record(i, f"2026-11-20 0{i}:00:00") for i in range(1, 4)])
-    (r,) = ingest_landing(s, registry)
+    (r,) = ingest_landing(s, registry, con)
     assert (r.status, r.rows_read, r.rows_loaded) == ("loaded", 3, 3), r.error
 
 
 # ------------------------------------------------------------------ PostgreSQL (a real server)
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def postgres():
-    if not (PG_BIN / "initdb").exists() or shutil.which("runuser") is None:
-        pytest.skip(f"PostgreSQL 15 binaries not found under {PG_BIN} (Debian package postgresql-15)")
-    # /tmp/pytest-of-root is private to root; the server runs as postgres, so its folder is elsewhere
-    d = Path(tempfile.mkdtemp(prefix="hl-frontend-pg-"))
-    shutil.chown(d, "postgres", "postgres")
-    port = _free_port()
-    as_pg = ["runuser", "-u", "postgres", "--"]
-    subprocess.run(as_pg + [str(PG_BIN / "initdb"), "-D", str(d / "data"), "-A", "trust", "-U", "postgres",
-                            "-E", "UTF8"], check=True, capture_output=True)
-    subprocess.run(as_pg + [str(PG_BIN / "pg_ctl"), "-D", str(d / "data"), "-l", str(d / "log"), "-w", "-o",
-                            f"-p {port} -k {d} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
+    from healthlake.servers import ServerError, postgres as pg_server, postgres_bin_dir
+
     try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run(as_pg + [str(PG_BIN / "pg_ctl"), "-D", str(d / "data"), "-m", "fast", "stop"], capture_output=True)
-        shutil.rmtree(d, ignore_errors=True)
+        postgres_bin_dir()
+    except ServerError as e:
+        pytest.skip(f"PostgreSQL server binaries missing: {e}")
+    with pg_server() as server:  # 127.0.0.1, a free port, stopped by PID
+        yield server.url()
 
 
-def test_postgres_front_end_pulled_incrementally_and_an_unreachable_one_fails_alone(lake_env, postgres, monkeypatch):
+def test_postgres_front_end_pulled_incrementally_and_an_unreachable_one_fails_alone(lake_env, con, postgres, monkeypatch):
     import psycopg2
 
     s = lake_env
@@ -220,22 +201,24 @@ def test_postgres_front_end_pulled_incrementally_and_an_unreachable_one_fails_al
                         [record(1, "2026-11-20 08:00:00+08"), record(2, "2026-11-20 09:00:00+08")])
     feed = {"id": "vaccination", "format": "postgres", "database": "${CDC_FRONTEND_DSN}", "schema": "cdc",
             "table": "vaccination", "watermark": "updated_at", "dataset": "immunization", "mapping": MAPPING}
-    down = dict(feed, id="down", database=f"postgresql://postgres@127.0.0.1:{_free_port()}/postgres")
+    from healthlake.servers import free_port
+
+    down = dict(feed, id="down", database=f"postgresql://postgres@127.0.0.1:{free_port()}/postgres")
     registry = registry_for(s, [feed, down])
 
-    results = {r.feed: r for r in pull_frontend(s, registry)}
+    results = {r.feed: r for r in pull_frontend(s, registry, con)}
     assert (results["vaccination"].status, results["vaccination"].rows_loaded) == ("loaded", 2), results["vaccination"].error
     assert results["down"].status == "failed" and "cannot open the front-end database postgres://127.0.0.1" in results["down"].error
     with pg.cursor() as cur:  # a tie at the watermark and a newer row
         cur.executemany(f"INSERT INTO cdc.vaccination VALUES ({', '.join(['%s'] * len(COLUMNS))})",
                         [record(3, "2026-11-20 09:00:00+08"), record(4, "2026-11-21 07:00:00+08")])
-    results = {r.feed: r for r in pull_frontend(s, registry)}
+    results = {r.feed: r for r in pull_frontend(s, registry, con)}
     assert (results["vaccination"].rows_read, results["vaccination"].rows_loaded) == (2, 2)
-    (r,) = [r for r in pull_frontend(s, registry) if r.feed == "vaccination"]
+    (r,) = [r for r in pull_frontend(s, registry, con) if r.feed == "vaccination"]
     assert r.rows_read == 0
     pg.close()
-    assert q(s, "SELECT immunization_id, birth_date, _source_file FROM bronze.immunization ORDER BY 1") == [
+    assert q(con, "SELECT immunization_id, birth_date, _source_file FROM bronze.immunization ORDER BY 1") == [
         (f"JZ00000{i}", "2024-01-01", "postgres://127.0.0.1:%s/postgres/cdc.vaccination" % postgres.rsplit(":", 1)[1].split("/")[0])
         for i in range(1, 5)]
     # the DSN stays in the environment: no password or DSN in the lineage or the batch rows
-    assert q(s, "SELECT count(*) FROM ops.ingest_batch WHERE source_file LIKE '%${%'") == [(0,)]
+    assert q(con, "SELECT count(*) FROM ops.ingest_batch WHERE source_file LIKE '%${%'") == [(0,)]
