@@ -6,6 +6,7 @@
     healthlake query --role ROLE "SELECT …" [--format …]   governed query within a role's clearance (audited)
     healthlake ui                           dagster dev on 127.0.0.1
     healthlake dbt-parse                    build the dbt manifest (done by `make install`)
+    healthlake catalog search|show|build|publish|classify   resource directory (资源目录): see catalog/cli.py
 """
 
 from __future__ import annotations
@@ -258,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--port", type=int, default=3000)
     u.set_defaults(func=cmd_ui)
     sub.add_parser("dbt-parse", help="build the dbt manifest").set_defaults(func=cmd_dbt_parse)
+    from catalog.cli import add_catalog_parser
+
+    add_catalog_parser(sub)
     return p
 
 

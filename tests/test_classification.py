@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import duckdb
 import pytest
 
@@ -115,3 +117,34 @@ def test_every_column_of_the_tiny_citys_lake_is_classified_and_no_detector_fires
     finally:
         con.close()
     assert {"bronze", "population", "emr", "health_record", "resource", "ops"} <= schemas
+
+
+def test_dbt_column_meta_classifies_new_mart_columns(tmp_path, monkeypatch):
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"nodes": {"model.p.fct_new": {
+        "resource_type": "model", "name": "fct_new", "schema": "emr", "alias": "fct_new",
+        "columns": {"loinc_panel": {"name": "loinc_panel", "meta": {"classification": {
+            "category": "健康状况", "level": 2, "reason": "检验组合 LOINC 编码"}}},
+                    "contact_phone": {"name": "contact_phone", "config": {"meta": {
+                        "category": "个人属性", "level": 4, "kind": "phone"}}}}}}}), encoding="utf-8")
+    monkeypatch.setattr(cl, "_manifest_path", lambda: manifest)
+    loinc = classify("emr", "fct_new", "loinc_panel")
+    assert (loinc.category, loinc.level, loinc.source, loinc.reason) == ("健康状况", 2, "dbt", "检验组合 LOINC 编码")
+    assert classify("emr", "fct_new", "contact_phone").kind == "phone"
+    assert classify("emr", "fct_new", "unlisted_column") is None
+    # columns without meta fall through to the other sources
+    assert classify("emr", "fct_new", "_batch_id").source == "lineage"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"nodes": {"model.p.x": {"resource_type": "model", "name": "x", "schema": "emr",
+                                                        "columns": {"c": {"name": "c", "meta": {"category": "秘密", "level": 9}}}}}}),
+                   encoding="utf-8")
+    with pytest.raises(cl.ClassificationError, match="dbt x.c"):
+        cl.dbt_column_meta(bad)
+
+
+def test_derived_columns_take_their_base_columns_classification():
+    std = classify("population", "person_identifier", "id_number_standardised")
+    assert (std.level, std.kind) == (4, "id_number")
+    assert classify("empi", "review_queue", "name_l").kind == "person_name"
+    assert classify("emr", "fct_lab_result", "abnormal_flag_source").level == classify("bronze", "lab_result", "abnormal_flag").level
+    assert classify("emr", "fct_diagnosis", "is_known_icd10_code").level == 1

@@ -1,31 +1,89 @@
-"""Catalog: the resource directory listing every lake table with its row count."""
+"""Catalog: classification check, resource directory and the per-clearance publication, one step.
 
+One multi-asset downstream of the marts (so ``definitions.py`` wires it with one call):
+
+* check ``every_column_classified`` (blocking): every lake column has a GB/T 39725 category and
+  level (``catalog.classification``); content detectors' findings (ID numbers, phones, names in a
+  column classified too low) are reported in its metadata and fail it too.
+* ``catalog/resource_directory``: the 政务信息资源目录 entries with live figures and column lineage,
+  stored in ``lake.catalog`` and exported as JSON and a self-contained HTML portal.
+* ``catalog/published``: ``<root>/published/level_1..5.duckdb``, one database per clearance with
+  columns above it masked, pseudonymised, generalised or absent. Fails closed: with an
+  unclassified column nothing is published (the previous files stay).
+"""
 
 from collections.abc import Sequence
 
 import dagster as dg
 
-from catalog.directory import build_directory
 from healthlake.config import settings
 from healthlake.lake import connect
-from pipelines.defs.dbt.resources import dbt_project
+
+DIRECTORY_KEY = dg.AssetKey(["catalog", "resource_directory"])
+PUBLISHED_KEY = dg.AssetKey(["catalog", "published"])
+
+
+def _findings_md(unclassified, findings) -> str:
+    lines = ["| 列 | 问题 |", "|---|---|"]
+    lines += [f"| {c} | 未分类分级 |" for c in unclassified[:50]]
+    lines += [f"| {f.table}.{f.column} | {f.detector} 命中 {f.match_ratio:.0%}（抽样 {f.sampled}），现为 {f.level} 级，"
+              f"应 ≥ {f.expected_level} 级 |" for f in findings[:50]]
+    return "\n".join(lines)
 
 
 def build_catalog_asset(upstream: Sequence[dg.AssetKey]) -> dg.AssetsDefinition:
-    @dg.asset(key=dg.AssetKey(["catalog", "resource_directory"]), group_name="catalog", kinds={"duckdb"},
-              deps=list(upstream), description="数据资源目录：湖中每张表的中文名、行数和刷新时间")
-    def resource_directory(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    @dg.multi_asset(
+        specs=[
+            dg.AssetSpec(DIRECTORY_KEY, deps=list(upstream), group_name="catalog", kinds={"duckdb"},
+                         description="数据资源目录：政务信息资源目录字段、数据项（WS 363 数据元、值域、分类分级）、"
+                                     "行数、快照时间、贡献机构、质量合格率、列级血缘；JSON 与离线门户"),
+            dg.AssetSpec(PUBLISHED_KEY, deps=[DIRECTORY_KEY], group_name="catalog", kinds={"duckdb"},
+                         description="分级发布库：每个许可级别一个只读 DuckDB 库，高于许可的列脱敏、假名化、泛化或不发布"),
+        ],
+        check_specs=[dg.AssetCheckSpec("every_column_classified", asset=PUBLISHED_KEY, blocking=True,
+                                       description="湖中每一列都有 GB/T 39725 类别与级别；内容检测未发现定级过低的"
+                                                   "身份证件号码、电话、姓名列")],
+        name="catalog",
+    )
+    def catalog(context: dg.AssetExecutionContext):
+        from catalog.classification import detect_misclassified, unclassified_columns
+        from catalog.directory import build_directory, directory_json_path
+        from catalog.publish import publish_all
+
         s = settings()
         con = connect(s)
         try:
-            rows = build_directory(con, s, dbt_project().manifest_path)
+            unclassified = unclassified_columns(con)
+            findings = detect_misclassified(con)
+            entries = build_directory(con, s)
         finally:
             con.close()
-        table = "\n".join(f"| {r['schema_name']}.{r['table_name']} | {r['table_zh']} | {r['row_count']:,} |" for r in rows)
-        return dg.MaterializeResult(metadata={
-            "tables": len(rows),
-            "directory": dg.MetadataValue.md("| 表 | 中文名 | 行数 |\n|---|---|---:|\n" + table),
-            "json": dg.MetadataValue.path(str(s.reports_dir / "catalog" / "resource_directory.json")),
+        rows = "\n".join(f"| {e['resource_code']} | {e['table']} | {e['name_zh']} | {e['share_type']} | {e['max_level']} | "
+                         f"{e['row_count']:,} |" for e in entries)
+        yield dg.MaterializeResult(asset_key=DIRECTORY_KEY, metadata={
+            "tables": len(entries),
+            "directory": dg.MetadataValue.md("| 资源代码 | 表 | 资源名称 | 共享类型 | 最高级别 | 行数 |\n|---|---|---|---|---:|---:|\n"
+                                             + rows),
+            "json": dg.MetadataValue.path(str(directory_json_path(s))),
+            "portal": dg.MetadataValue.path(str(directory_json_path(s).with_name("index.html"))),
+        })
+        ok = not unclassified and not findings
+        yield dg.AssetCheckResult(asset_key=PUBLISHED_KEY, check_name="every_column_classified", passed=ok,
+                                  severity=dg.AssetCheckSeverity.ERROR, metadata={
+                                      "unclassified": len(unclassified), "detector_findings": len(findings),
+                                      "details": dg.MetadataValue.md(_findings_md(unclassified, findings))})
+        if not ok:
+            raise dg.Failure(f"{len(unclassified)} unclassified column(s) and {len(findings)} detector finding(s): "
+                             f"nothing published; classify them in catalog/classification_overrides.yaml or dbt meta",
+                             metadata={"unclassified": ", ".join(unclassified[:20])})
+        summary = publish_all(s)
+        yield dg.MaterializeResult(asset_key=PUBLISHED_KEY, metadata={
+            "levels": len(summary),
+            "files": dg.MetadataValue.md("| 级别 | 表 | 行 | 字节 | 原值 | 脱敏 | 假名化 | 泛化 | 不发布 |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n" + "\n".join(
+                f"| {r['level']} | {r['tables']} | {r['rows']:,} | {r['bytes']:,} | " + " | ".join(
+                    str(r["columns"].get(t, 0)) for t in ("raw", "masked", "pseudonymised", "generalised", "absent")) + " |"
+                for r in summary)),
+            "path": dg.MetadataValue.path(str(s.root / "published")),
         })
 
-    return resource_directory
+    return catalog
