@@ -1,12 +1,13 @@
-"""Run every benchmark: ``python -m bench [name ...]`` (names: ingest_csv, demo)."""
+"""Run every benchmark: ``python -m bench [name ...]`` (names: ingest_csv, demo, ingest_hl7, ingest_fhir)."""
 
 from __future__ import annotations
 
 import sys
 
-from bench import demo, ingest_csv
+from bench import demo, ingest_csv, ingest_messages
 
-BENCHMARKS = {"ingest_csv": ingest_csv.main, "demo": demo.main}
+BENCHMARKS = {"ingest_csv": ingest_csv.main, "demo": demo.main,
+              "ingest_hl7": ingest_messages.ingest_hl7, "ingest_fhir": ingest_messages.ingest_fhir}
 
 
 def main(argv: list[str]) -> int:

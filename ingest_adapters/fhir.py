@@ -263,7 +263,12 @@ def _load(path: Path, encoding: str) -> tuple[str, list[tuple[int, object, str |
         raise UnreadableFileError(f"bytes that are not valid {encoding.upper()} at byte {e.start}: "
                                   f"declare the feed's encoding", path=str(path)) from None
     try:
-        doc = json.loads(text)
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        doc = None
+    try:
+        if doc is None:
+            doc = json.loads(text)
     except json.JSONDecodeError as e:
         first = text.lstrip().split("\n", 1)[0]
         try:
@@ -300,10 +305,13 @@ def _ndjson(text: str) -> list:
     for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
-        try:
-            out.append((lineno, json.loads(line), None, None))
-        except json.JSONDecodeError as e:
-            out.append((lineno, line.rstrip("\r"), None, f"line {lineno}, column {e.colno}: not valid JSON: {e.msg}"))
+        try:  # orjson: 4x the standard parser on Synthea resources; the standard one words the errors
+            out.append((lineno, orjson.loads(line), None, None))
+        except orjson.JSONDecodeError:
+            try:
+                out.append((lineno, json.loads(line), None, None))
+            except json.JSONDecodeError as e:
+                out.append((lineno, line.rstrip("\r"), None, f"line {lineno}, column {e.colno}: not valid JSON: {e.msg}"))
     return out
 
 
