@@ -1,14 +1,14 @@
-"""Run every benchmark: ``python -m bench [name ...]`` (names: ingest_csv, demo, ingest_hl7, ingest_fhir, ingest_dicom)."""
+"""Run every benchmark: ``python -m bench [name ...]`` (names: ingest_csv, demo, ingest_hl7, ingest_fhir, ingest_dicom, empi)."""
 
 from __future__ import annotations
 
 import sys
 
-from bench import demo, ingest_csv, ingest_dicom, ingest_messages
+from bench import demo, empi_link, ingest_csv, ingest_dicom, ingest_messages
 
 BENCHMARKS = {"ingest_csv": ingest_csv.main, "demo": demo.main,
               "ingest_hl7": ingest_messages.ingest_hl7, "ingest_fhir": ingest_messages.ingest_fhir,
-              "ingest_dicom": ingest_dicom.main}
+              "ingest_dicom": ingest_dicom.main, "empi": empi_link.main}
 
 
 def main(argv: list[str]) -> int:

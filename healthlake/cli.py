@@ -7,6 +7,7 @@
     healthlake ui                           dagster dev on 127.0.0.1
     healthlake dbt-parse                    build the dbt manifest (done by `make install`)
     healthlake catalog search|show|build|publish|classify   resource directory (资源目录): see catalog/cli.py
+    healthlake empi evaluate|review|decide|status   the master patient index: see empi/cli.py
 """
 
 from __future__ import annotations
@@ -262,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     from catalog.cli import add_catalog_parser
 
     add_catalog_parser(sub)
+    from empi.cli import add_empi_parser
+
+    add_empi_parser(sub)
     return p
 
 

@@ -21,7 +21,7 @@ from datetime import date, datetime, time, timedelta
 
 from synthetic import clinical
 from synthetic.clinical import DRUGS, DRUGS_FOR, LAB_ITEMS, PANELS, PANELS_FOR, SCHEDULE, route
-from synthetic.defects import identity_defect, sent_id
+from synthetic.defects import IdentityVariation
 from synthetic.institutions import CityInstitutions, Institution
 from synthetic.population import Person, Population, T_DM, T_HT, T_REC, T_RECDAY
 from synthetic.rng import Hasher, Weighted, rng, tag
@@ -116,6 +116,8 @@ class Activity:
             self.pid_mul[inst.code] = m + 2 if m % 5 == 0 else m   # coprime to 10: a bijection mod 10**9
             self.pid_add[inst.code] = self.h.below(10**9, T_PID, inst.idx)
         self.rid_add = self.h.below(10**8, T_RID)
+        self.variation = IdentityVariation(self.h, self.rates, start, pop, city)
+        sink.truth.describe = self.variation.describe
 
     # ------------------------------------------------------------------ identities
     def patient_id(self, inst: Institution, idx: int) -> str:
@@ -129,8 +131,7 @@ class Activity:
 
     def identity(self, inst: Institution, p: Person) -> tuple[str, str]:
         """(identity number as the institution holds it, defect)."""
-        defect = identity_defect(self.h, self.rates[inst.code], inst.idx, p.idx)
-        return sent_id(self.h, defect, p.id_number, inst.idx, p.idx), defect
+        return self.variation.identity(inst, p)
 
     # ------------------------------------------------------------------ who is served where
     def age(self, p: Person, on: date | None = None) -> int:
@@ -208,9 +209,10 @@ class Activity:
 
     def _record_values(self, centre: Institution, p: Person, created: date) -> tuple[dict, str]:
         sent, defect = self.identity(centre, p)
-        return {"record_id": self.record_id(p), "name": p.name, "sex_code": p.sex, "birth_date": p.birth,
-                "id_number": sent, "phone": p.phone, "household_id": p.household_id,
-                "address_division_code": self.pop.districts[p.district].code, "address_text": p.address,
+        v = self.variation
+        return {"record_id": self.record_id(p), "name": v.name(centre, p), "sex_code": p.sex, "birth_date": p.birth,
+                "id_number": sent, "phone": v.phone(centre, p), "household_id": p.household_id,
+                **v.address(centre, p),
                 "created_date": created, "family_doctor_id": self.family_doctor(centre, p)}, defect
 
     def _emit_record(self, centre: Institution, p: Person, created: date, first: bool) -> None:
@@ -221,10 +223,10 @@ class Activity:
     # ------------------------------------------------------------------ patient master
     def _person_values(self, inst: Institution, p: Person, updated_at: datetime) -> tuple[dict, str]:
         sent, defect = self.identity(inst, p)
-        return {"patient_id": self.patient_id(inst, p.idx), "name": p.name, "sex_code": p.sex,
+        v = self.variation
+        return {"patient_id": self.patient_id(inst, p.idx), "name": v.name(inst, p), "sex_code": p.sex,
                 "birth_date": p.birth, "id_type_code": "01", "id_number": sent, "ethnicity_code": p.ethnicity,
-                "marital_status_code": p.marital, "phone": p.phone,
-                "address_division_code": self.pop.districts[p.district].code, "address_text": p.address,
+                "marital_status_code": p.marital, "phone": v.phone(inst, p), **v.address(inst, p),
                 "updated_at": updated_at}, defect
 
     def _master_timestamp(self, inst: Institution, p: Person) -> datetime:
@@ -545,7 +547,7 @@ class Activity:
             iid = f"JZ{day:%Y%m%d}{self._next(cdc.code, 'vaccination'):06d}"
             lot = f"{day.year}{day.month:02d}{dose.vaccine_code}{self.h.below(90, T_SITE, day.month, j) + 10}"
             self.sink.emit(cdc, "immunization", {
-                "immunization_id": iid, "id_number": sent, "name": p.name, "birth_date": p.birth,
+                "immunization_id": iid, "id_number": sent, "name": self.variation.name(cdc, p), "birth_date": p.birth,
                 "vaccine_code": dose.vaccine_code, "vaccine_name": dose.vaccine_name, "dose_seq": str(dose.dose_seq),
                 "vaccinated_date": day, "lot_number": lot, "vaccinating_institution_code": site.code},
                 iid, person_idx=idx, id_defect=defect)

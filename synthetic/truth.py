@@ -6,7 +6,11 @@ persons.csv          one row per resident: person_uid, name, sex_code, birth_dat
 identities.csv       one row per source identity, written when the identity is first sent:
                      institution_code, dataset (person | health_record | immunization), source_id
                      (patient_id / record_id / immunization_id), id_number_sent (as the institution
-                     holds it; '' when missing), person_uid, id_defect (none | invalid_checksum | missing).
+                     holds it; '' when missing), person_uid, id_defect (none | invalid_checksum (one
+                     digit mistyped) | transposition | placeholder | missing | newborn_missing),
+                     name_sent, name_variant (none | traditional | homophone | pinyin | spaced),
+                     phone_changed (0/1: an old phone number), address_moved (0/1: an old address in
+                     another division). See defects.IdentityVariation.
 defects.csv          one row per injected defect per physical row: institution_code, feed_id, dataset,
                      file (relative to OUT/landing), source_row (1-based data record, header not
                      counted), business_key, element ('' for duplicate_row and malformed_ragged), defect.
@@ -74,7 +78,10 @@ class Truth:
         self.persons = self._open("persons.csv", ["person_uid", "name", "sex_code", "birth_date", "id_number",
                                                   "division_code", "household_id", "phone"])
         self.identities = self._open("identities.csv", ["institution_code", "dataset", "source_id",
-                                                        "id_number_sent", "person_uid", "id_defect"])
+                                                        "id_number_sent", "person_uid", "id_defect", "name_sent",
+                                                        "name_variant", "phone_changed", "address_moved"])
+        # (institution_code, person_idx) -> the identity's variation (set by the activity model)
+        self.describe = None
         self.defects = self._open("defects.csv", ["institution_code", "feed_id", "dataset", "file", "source_row",
                                                   "business_key", "element", "defect"])
         self.ledger = Ledger()
@@ -92,7 +99,13 @@ class Truth:
                                p.household_id, p.phone])
 
     def identity(self, inst: str, dataset: str, source_id: str, sent: str, person_idx: int, defect: str) -> None:
-        self.identities.writerow([inst, dataset, source_id, sent, person_uid(person_idx), ID_DEFECT_LABEL[defect]])
+        if self.describe is None:
+            self.identities.writerow([inst, dataset, source_id, sent, person_uid(person_idx), ID_DEFECT_LABEL[defect],
+                                      "", "none", 0, 0])
+            return
+        d = self.describe(inst, person_idx)
+        self.identities.writerow([inst, dataset, source_id, sent, person_uid(person_idx), d["id_defect"],
+                                  d["name_sent"], d["name_variant"], d["phone_changed"], d["address_moved"]])
 
     def defect(self, feed, rel: str, row: int, key: str, element: str, defect: str) -> None:
         self.defects.writerow([feed.inst.code, feed.id, feed.dataset, rel, row, key, element, defect])

@@ -257,7 +257,9 @@ def test_build_passes_every_data_and_unit_test(built_lake):
 def test_mart_row_counts(built_lake):
     con, _ = built_lake
     expected = {
-        "population.dim_person": 4,             # A (hospital + archive), C, D (archive), E (immunised child)
+        # A (hospital + archive), C, D (archive), E (immunised child), and the EMPI's new persons for the
+        # two identities no one else matches: P002 (invalid ID number) and V2 (child without an ID)
+        "population.dim_person": 6,
         "population.person_identifier": 7,      # P001 P002 P003 R001 R002 V1 V2
         "emr.fct_encounter": 5,
         "emr.fct_diagnosis": 7,
@@ -288,27 +290,30 @@ def test_person_golden_record_takes_the_latest_values(built_lake):
     assert r == ("张三", "1", "1980-01-01", "01", "510104", "13900000009", 2, 2, True)
 
 
-def test_person_key_is_keyed_md5_of_the_id_number(built_lake):
+def test_person_key_is_keyed_hmac_of_the_id_number(built_lake):
+    import hashlib
+    import hmac
+
     con, _ = built_lake
-    (r,) = rows(con, "select person_key = md5(? || id_number) from lake.population.dim_person where id_number = ?",
-                "test-secret-123", ID_C)
-    assert r == (True,)
+    (r,) = rows(con, "select person_key from lake.population.dim_person where id_number = ?", ID_C)
+    assert r == (hmac.new(b"test-secret-123", f"id:{ID_C}".encode(), hashlib.sha256).hexdigest(),)
     (r,) = rows(con, "select birth_date::varchar, sex_code, sex_name from lake.population.dim_person "
                      "where id_number = ?", ID_C)
     assert r == ("1990-05-06", "2", "女")
 
 
-def test_invalid_id_number_is_unlinked_not_a_person(built_lake):
+def test_identity_without_a_usable_id_number_is_a_new_person(built_lake):
     con, _ = built_lake
     assert rows(con, "select count(*) from lake.population.dim_person where id_number = ?", ID_BAD) == [(0,)]
-    got = rows(con, "select institution_code, source_dataset, source_id, person_key, match_method, "
-                    "match_probability, is_valid_id_number from lake.population.person_identifier "
-                    "where person_key is null order by source_id")
-    assert got == [("H001", "person", "P002", None, "unlinked", None, False),
-                   ("CDC01", "immunization", "V2", None, "unlinked", None, False)]
+    got = rows(con, "select institution_code, source_dataset, source_id, person_key is not null, match_method, "
+                    "match_probability, is_valid_id_number, id_number_standardised "
+                    "from lake.population.person_identifier where match_method <> 'id_number' order by source_id")
+    assert got == [("H001", "person", "P002", True, "new_person", None, False, None),
+                   ("CDC01", "immunization", "V2", True, "new_person", None, False, None)]
     linked = rows(con, "select distinct match_method, match_probability from lake.population.person_identifier "
-                       "where person_key is not null")
-    assert linked == [("valid_id_number", 1.0)]
+                       "where match_method = 'id_number'")
+    assert linked == [("id_number", 1.0)]
+    assert rows(con, "select count(*) from lake.population.person_identifier where person_key is null") == [(0,)]
 
 
 def test_encounters_deduplicated_typed_and_linked(built_lake):
@@ -324,8 +329,9 @@ def test_encounters_deduplicated_typed_and_linked(built_lake):
     # the correction sent the next day wins: discharge 12 March, 7 days
     assert got["E002"] == ("3", "住院", "2024-03-05 08:00:00", 7, "I10", Decimal("9650.00"), "01", "b12", 2,
                            ID_A, "id_number")
-    # unparseable visit time and fee: null, flagged in staging, row kept; patient unlinked
-    assert got["E003"] == ("2", "急诊", None, None, None, None, None, "b02", 1, None, None)
+    # unparseable visit time and fee: null, flagged in staging, row kept; the patient (invalid ID number)
+    # is a person of the EMPI without a usable ID number, linked through the hospital's patient_id
+    assert got["E003"] == ("2", "急诊", None, None, None, None, None, "b02", 1, None, "patient_id")
     # no patient record at the hospital, but the ID number is known from a health archive
     assert got["E004"][2] == "2024-03-15 10:30:00" and got["E004"][-2:] == (ID_D, "id_number")
     # same-day inpatient stay counts one day

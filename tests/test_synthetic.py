@@ -320,7 +320,7 @@ def test_identity_numbers_are_valid_except_recorded_defects(city):
                 assert "missing_id_number" in flags, (rel, r.n)
             elif is_valid(v):
                 assert v in truth_ids and not flags & {"invalid_checksum", "missing_id_number"}, (rel, r.n)
-            else:
+            else:   # a mistyped digit, two digits swapped or a placeholder: the check character fails
                 invalid_seen += 1
                 assert "invalid_checksum" in flags, (rel, r.n, v)
                 assert len(v) == 18 and v[:17].isdigit()
@@ -336,13 +336,26 @@ def test_identities_truth(city):
     assert len({(i["institution_code"], i["dataset"], i["source_id"]) for i in idents}) == len(idents)
     for i in idents:
         true_id = by_uid[i["person_uid"]]["id_number"]
+        sent = i["id_number_sent"]
         if i["id_defect"] == "none":
-            assert i["id_number_sent"] == true_id
-        elif i["id_defect"] == "missing":
-            assert i["id_number_sent"] == ""
+            assert sent == true_id
+        elif i["id_defect"] in ("missing", "newborn_missing"):
+            assert sent == ""
+        elif i["id_defect"] == "placeholder":
+            assert not is_valid(sent) and len(set(sent)) == 1
+        elif i["id_defect"] == "transposition":
+            assert not is_valid(sent) and sorted(sent) == sorted(true_id)
+            diff = [k for k in range(18) if sent[k] != true_id[k]]
+            assert len(diff) == 2 and diff[1] == diff[0] + 1
         else:
-            assert i["id_defect"] == "invalid_checksum" and not is_valid(i["id_number_sent"])
-            assert sum(a != b for a, b in zip(i["id_number_sent"], true_id)) == 1
+            assert i["id_defect"] == "invalid_checksum" and not is_valid(sent)
+            assert sum(a != b for a, b in zip(sent, true_id)) == 1
+        person = by_uid[i["person_uid"]]
+        if i["name_variant"] == "none":
+            assert i["name_sent"] == person["name"]
+        else:
+            assert i["name_variant"] in ("traditional", "homophone", "pinyin", "spaced")
+            assert i["name_sent"] != person["name"]
     # every patient_id / record_id / immunization_id in the files is a known identity of that institution
     known = {(i["institution_code"], i["dataset"], i["source_id"]) for i in idents}
     key_of = {"person": "patient_id", "health_record": "record_id", "immunization": "immunization_id"}

@@ -39,6 +39,7 @@ unioned as (
         ethnicity_code,
         phone,
         address_division_code,
+        address_text,
         updated_at as source_updated_at,
         _batch_id,
         _ingested_at
@@ -60,6 +61,7 @@ unioned as (
         null as ethnicity_code,
         phone,
         address_division_code,
+        address_text,
         cast(created_date as timestamp) as source_updated_at,
         _batch_id,
         _ingested_at
@@ -81,6 +83,7 @@ unioned as (
         null as ethnicity_code,
         null as phone,
         null as address_division_code,
+        null as address_text,
         cast(vaccinated_date as timestamp) as source_updated_at,
         _batch_id,
         _ingested_at

@@ -1,9 +1,8 @@
--- 全员人口：one golden record per person (person_key). Built from the linked source identities:
--- each attribute is taken from the most recent identity that has it (ingested last; then the
--- source's own update time; then person > health_record > immunization), so a newer record without
--- a phone number does not erase the phone number an older one had.
--- Identities without a person_key (no valid ID number until the EMPI lands) are not persons here;
--- they stay in person_identifier as 'unlinked'.
+-- 全员人口：one golden record per person (person_key from the EMPI, int_identities_linked). Each
+-- attribute is taken from the most recent identity that has it (ingested last; then the source's own
+-- update time; then person > health_record > immunization), so a newer record without a phone
+-- number does not erase the phone number an older one had. The name prefers a Hanzi form over a
+-- pinyin-only one. The ID number is the standardised one of identities linked on it.
 
 with
 
@@ -44,7 +43,8 @@ persons as (
     select
         person_key,
         arg_min(id_number, recency_rank) filter (where id_number is not null) as id_number,
-        arg_min(name, recency_rank) filter (where name is not null) as name,
+        coalesce(arg_min(name, recency_rank) filter (where regexp_matches(name, '\p{Han}')),
+                 arg_min(name, recency_rank) filter (where name is not null)) as name,
         arg_min(sex_code, recency_rank) filter (where sex_code is not null) as sex_code,
         arg_min(birth_date, recency_rank) filter (where birth_date is not null) as birth_date,
         arg_min(ethnicity_code, recency_rank) filter (where ethnicity_code is not null) as ethnicity_code,

@@ -1,5 +1,5 @@
 -- 身份标识交叉索引：every source identity (a hospital's patient, a health archive, an immunisation
--- record) → the person it belongs to. person_key is null when the identity is not linked yet.
+-- record) → the person it belongs to, with how the EMPI linked it and how sure it is.
 
 with
 
@@ -18,7 +18,8 @@ final as (
         source_dataset,
         source_id,
         id_type_code,
-        id_number,
+        id_number_sent as id_number,
+        id_number as id_number_standardised,
         is_valid_id_number,
         match_method,
         match_probability,

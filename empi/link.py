@@ -1,0 +1,263 @@
+"""Deterministic pass, probabilistic pass, clustering under constraints, review queue.
+
+``link(con, source, ...)`` works on any DuckDB connection (an in-memory one in the pipeline, the
+benchmark and the tests) and leaves three tables in it:
+
+* ``empi_std``: the standardised identities (``empi.standardise``) with ``det_key``;
+* ``empi_links``: identity_key → cluster_id, match_method, match_probability;
+* ``empi_review``: candidate pairs between the two thresholds (or ambiguous: strong links to two
+  different persons) that did not end up in one cluster, for a data steward.
+
+Outcomes: a pair with p ≥ ``upper`` is linked automatically; ``lower`` ≤ p < ``upper`` goes to the
+review queue (the identity stays its own person until a steward decides); below ``lower`` it is a
+new person. A steward's decision (``match`` / ``non_match``) on a pair always wins.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import duckdb
+import pyarrow as pa
+
+from empi.standardise import standardise
+
+__all__ = ["LinkResult", "link", "UPPER", "LOWER"]
+
+UPPER = 0.99    # auto-link at or above
+LOWER = 0.50    # review queue at or above (below: a new person)
+
+
+@dataclass
+class LinkResult:
+    identities: int
+    persons: int
+    by_method: dict[str, int]
+    review_pairs: int
+    seconds: dict[str, float] = field(default_factory=dict)
+    model: dict = field(default_factory=dict)
+
+
+class _UF:
+    def __init__(self):
+        self.p: dict = {}
+
+    def find(self, x):
+        p = self.p
+        root = x
+        while p.get(root, root) != root:
+            root = p[root]
+        while p.get(x, x) != root:
+            p[x], x = root, p[x]
+        return root
+
+    def union(self, a, b):
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            if rb < ra:
+                ra, rb = rb, ra
+            self.p[rb] = ra
+
+
+def _prepare(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("""
+    CREATE OR REPLACE TEMP TABLE empi_std AS
+    SELECT *,
+           CASE WHEN id_agrees AND surname_py IS NOT NULL THEN 'id:' || id18
+                WHEN passport IS NOT NULL AND birth_date IS NOT NULL AND sex IS NOT NULL
+                    THEN 'pp:' || passport || ':' || CAST(birth_date AS VARCHAR) || ':' || sex
+           END AS det_key_base,
+           CAST(birth_date AS VARCHAR) AS birth_str,
+           CASE WHEN id_valid AND NOT id_placeholder THEN id18
+                WHEN NOT id_placeholder AND regexp_full_match(id18, '[0-9]{17}[0-9X]') THEN id18 END AS id_cmp
+    FROM std
+    """)
+    # A valid ID agreeing with birth date and sex links on the number AND the surname: identities
+    # sending one number with another surname are conflicts, left to the probabilistic pass (the
+    # surname group holding most identities of the number keeps the deterministic link).
+    con.execute("""
+    CREATE OR REPLACE TEMP TABLE empi_std AS
+    WITH groups AS (
+        SELECT det_key_base, surname_py, count(*) AS n FROM empi_std
+        WHERE det_key_base LIKE 'id:%' GROUP BY ALL
+    ), winners AS (
+        SELECT det_key_base, arg_max(surname_py, n * 1000000 - hash(surname_py) % 1000000) AS surname_py
+        FROM groups GROUP BY det_key_base
+    )
+    SELECT s.* EXCLUDE (det_key_base),
+           CASE WHEN s.det_key_base LIKE 'pp:%' THEN s.det_key_base
+                WHEN w.surname_py IS NOT NULL THEN s.det_key_base END AS det_key,
+           s.det_key_base IS NOT NULL AND s.det_key_base LIKE 'id:%' AND w.surname_py IS NULL AS is_conflict
+    FROM empi_std s
+    LEFT JOIN winners w ON w.det_key_base = s.det_key_base AND w.surname_py = s.surname_py
+    """)
+
+
+def _decisions(con, decisions: pa.Table | None) -> tuple[set, set]:
+    if decisions is None or decisions.num_rows == 0:
+        return set(), set()
+    match, non = set(), set()
+    for a, b, d in zip(*(decisions.column(c).to_pylist() for c in ("identity_key_l", "identity_key_r", "decision"))):
+        pair = (a, b) if a < b else (b, a)
+        (match if d == "match" else non).add(pair)
+    return match, non
+
+
+def link(con: duckdb.DuckDBPyConnection, source: str, *, upper: float = UPPER, lower: float = LOWER,
+         decisions: pa.Table | None = None, seed: int = 42) -> LinkResult:
+    """Link the identities of relation ``source`` (see ``empi.standardise`` for its columns)."""
+    if not 0 < lower <= upper < 1:
+        raise ValueError(f"thresholds must satisfy 0 < lower ≤ upper < 1, got lower={lower}, upper={upper}")
+    from empi.model import train_and_predict
+
+    t0 = time.perf_counter()
+    seconds: dict[str, float] = {}
+    n = standardise(con, source, "std")
+    _prepare(con)
+    seconds["standardise"] = time.perf_counter() - t0
+    match_pairs, non_pairs = _decisions(con, decisions)
+
+    residue = con.execute("SELECT count(*) FROM empi_std WHERE det_key IS NULL").fetchone()[0]
+    t1 = time.perf_counter()
+    model: dict = {}
+    if residue and n > 1:
+        pairs, model = train_and_predict(con, "empi_std", lower, seed=seed)
+        # Vetoes: a birth date differing by more than one typed character, or a different sex, means
+        # two people (a father and a son with one name and one phone, say), whatever the other
+        # fields say: such a pair is never linked automatically; it may go to review.
+        edges = con.execute(f"""SELECT identity_key_l, identity_key_r,
+                                       CASE WHEN gamma_birth_date = 0 OR gamma_sex = 0
+                                            THEN least(match_probability, {upper} - 1e-9)
+                                            ELSE match_probability END,
+                                       det_key_l, det_key_r
+                                FROM {pairs}""").fetchall()
+    else:
+        con.execute("CREATE OR REPLACE TEMP TABLE __empi_pairs AS SELECT NULL::VARCHAR AS identity_key_l, "
+                    "NULL::VARCHAR AS identity_key_r, NULL::DOUBLE AS match_probability, NULL::DOUBLE AS match_weight "
+                    "WHERE false")
+        edges = []
+    seconds["probabilistic"] = time.perf_counter() - t1
+
+    t2 = time.perf_counter()
+    det_of = dict(con.execute("SELECT identity_key, det_key FROM empi_std WHERE det_key IS NOT NULL").fetchall())
+    best: dict[str, dict[str, float]] = {}        # residue identity → {det cluster: best p}
+    uf = _UF()
+    review: list[tuple[str, str, float, str]] = []
+    node_p: dict[str, float] = {}
+    for a, b, p, da, db in edges:
+        key = (a, b) if a < b else (b, a)
+        if key in non_pairs:
+            continue
+        if p < upper:
+            review.append((a, b, p, "between_thresholds"))
+            continue
+        if da is None and db is None:
+            uf.union(a, b)
+            node_p[a] = max(node_p.get(a, 0.0), p)
+            node_p[b] = max(node_p.get(b, 0.0), p)
+        else:
+            r, d = (a, db) if da is None else (b, da)
+            m = best.setdefault(r, {})
+            m[d] = max(m.get(d, 0.0), p)
+    attach: dict[str, tuple[str, float]] = {}
+    ambiguous: set[str] = set()
+    for r, m in best.items():
+        ranked = sorted(m.items(), key=lambda kv: -kv[1])
+        if len(ranked) > 1:   # strong links to two persons with different ID numbers: a steward decides
+            ambiguous.add(r)
+            for d, p in ranked:
+                review.append((r, d, p, "ambiguous"))
+            continue
+        attach[r] = ranked[0]
+
+    residue_keys = [k for (k,) in con.execute("SELECT identity_key FROM empi_std WHERE det_key IS NULL "
+                                              "ORDER BY identity_key").fetchall()]
+    comps: dict[str, list[str]] = {}
+    for k in residue_keys:
+        comps.setdefault(uf.find(k), []).append(k)
+    cluster: dict[str, str] = {}
+    method: dict[str, str] = {}
+    prob: dict[str, float | None] = {}
+    for members in comps.values():
+        targets = {attach[m][0] for m in members if m in attach}
+        if len(targets) == 1 and not ambiguous.intersection(members):
+            (d,) = targets
+            for m in members:
+                cluster[m], method[m] = d, "probabilistic"
+                prob[m] = attach[m][1] if m in attach else node_p.get(m)
+            continue
+        rest = []
+        for m in members:
+            if m in attach:
+                cluster[m], method[m], prob[m] = attach[m][0], "probabilistic", attach[m][1]
+            elif m in ambiguous:   # never carried into a person by a neighbour: its own until decided
+                cluster[m], method[m], prob[m] = "r:" + m, "new_person", None
+            else:
+                rest.append(m)
+        if rest:
+            cid = "r:" + min(rest)
+            for m in rest:
+                cluster[m] = cid
+                method[m] = "probabilistic" if len(rest) > 1 else "new_person"
+                prob[m] = node_p.get(m) if len(rest) > 1 else None
+    # steward matches merge whole clusters (they win over both passes)
+    if match_pairs:
+        cf = _UF()
+        for a, b in match_pairs:
+            ca, cb = cluster.get(a) or det_of.get(a), cluster.get(b) or det_of.get(b)
+            if ca and cb:
+                cf.union(ca, cb)
+        for k in list(cluster):
+            cluster[k] = cf.find(cluster[k])
+        det_of = {k: cf.find(v) for k, v in det_of.items()}
+        for a, b in match_pairs:
+            for k in (a, b):
+                if k in cluster or k in det_of:
+                    method[k], prob[k] = "steward", 1.0
+    rows = con.execute("SELECT identity_key, det_key FROM empi_std").fetchall()
+    out_k, out_c, out_m, out_p = [], [], [], []
+    for k, d in rows:
+        out_k.append(k)
+        if d is not None:
+            out_c.append(det_of[k])
+            out_m.append(method.get(k) or ("passport" if d.startswith("pp:") else "id_number"))
+            out_p.append(prob.get(k, 1.0) if k in method else 1.0)
+        else:
+            out_c.append(cluster[k])
+            out_m.append(method[k])
+            out_p.append(prob.get(k))
+    con.register("__empi_links_arrow", pa.table({
+        "identity_key": pa.array(out_k, pa.string()), "cluster_id": pa.array(out_c, pa.string()),
+        "match_method": pa.array(out_m, pa.string()), "match_probability": pa.array(out_p, pa.float64())}))
+    con.execute("CREATE OR REPLACE TEMP TABLE empi_links AS SELECT * FROM __empi_links_arrow")
+    con.unregister("__empi_links_arrow")
+    final = dict(zip(out_k, out_c))
+    decided = match_pairs | non_pairs
+    queue = {}
+    for a, b, p, why in review:
+        if why == "ambiguous":
+            continue
+        key = (a, b) if a < b else (b, a)
+        if key in decided or final.get(a) == final.get(b):
+            continue
+        queue[key] = max(queue.get(key, (0.0, why)), (p, why))
+    amb = [(r, d, p) for r, d, p, why in review if why == "ambiguous" and final.get(r) != d]
+    con.register("__empi_review_arrow", pa.table({
+        "identity_key_l": pa.array([k[0] for k in queue] + [r for r, _, _ in amb], pa.string()),
+        "identity_key_r": pa.array([k[1] for k in queue] + [None for _ in amb], pa.string()),
+        "candidate_cluster": pa.array([None for _ in queue] + [d for _, d, _ in amb], pa.string()),
+        "match_probability": pa.array([v[0] for v in queue.values()] + [p for _, _, p in amb], pa.float64()),
+        "reason": pa.array([v[1] for v in queue.values()] + ["ambiguous" for _ in amb], pa.string())}))
+    con.execute("""CREATE OR REPLACE TEMP TABLE empi_review AS
+                   SELECT r.*, l.cluster_id AS cluster_l, coalesce(r.candidate_cluster, rr.cluster_id) AS cluster_r
+                   FROM __empi_review_arrow r
+                   JOIN empi_links l ON l.identity_key = r.identity_key_l
+                   LEFT JOIN empi_links rr ON rr.identity_key = r.identity_key_r""")
+    con.unregister("__empi_review_arrow")
+    seconds["cluster"] = time.perf_counter() - t2
+    by_method = dict(con.execute("SELECT match_method, count(*) FROM empi_links GROUP BY 1").fetchall())
+    persons = con.execute("SELECT count(DISTINCT cluster_id) FROM empi_links").fetchone()[0]
+    review_pairs = con.execute("SELECT count(*) FROM empi_review").fetchone()[0]
+    seconds["total"] = time.perf_counter() - t0
+    return LinkResult(n, persons, by_method, review_pairs, seconds, model)

@@ -1,0 +1,170 @@
+"""EMPI units: standardisation, deterministic and probabilistic linkage, stable keys, steward
+decisions. In-memory DuckDB; the state tables live in an attached in-memory database standing in
+for the lake (run_in_lake takes any attached catalog)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from empi.keys import person_key
+from empi.lake import run_in_lake
+from empi.link import link
+from empi.names import normalise_name
+from empi.standardise import standardise
+from synthetic.gb11643 import make_id
+
+SECRET = "unit-test-secret"
+COLS = ("identity_key", "id_type_code", "id_number", "name", "sex_code", "birth_date", "phone",
+        "address_division_code", "address_text")
+
+
+def table(con, rows, name="identities"):
+    con.register("__rows", pa.table({c: pa.array([r.get(c) for r in rows], pa.string()) for c in COLS}))
+    con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM __rows")
+    con.unregister("__rows")
+    return name
+
+
+def ident(key, name, birth, sex, id_number=None, phone=None, division="511002", address="市中区玉溪街道1号",
+          id_type="01"):
+    return {"identity_key": key, "id_type_code": id_type, "id_number": id_number, "name": name, "sex_code": sex,
+            "birth_date": birth, "phone": phone, "address_division_code": division, "address_text": address}
+
+
+def test_names_simplified_toneless_pinyin_and_pinyin_only():
+    assert normalise_name("陳 國華") == ("陈国华", "chenguohua", "chen", "guohua")
+    assert normalise_name("ZHANG  Wei") == (None, "zhangwei", "zhang", "wei")
+    assert normalise_name("Ｚｈａｎｇ Ｗｅｉ") == (None, "zhangwei", "zhang", "wei")
+    assert normalise_name("曾伟")[2] == "zeng"                  # the surname reading, not ceng
+    assert normalise_name("欧阳明")[2:] == ("ouyang", "ming")   # compound surname
+    assert normalise_name("张伟")[1] == normalise_name("章玮")[1] == "zhangwei"   # homophones
+    assert normalise_name("  ") == (None, None, None, None)
+
+
+def test_identity_numbers_standardised_checked_and_placeholders_found():
+    id_a = make_id("510104", __import__("datetime").date(1980, 1, 1), 9)
+    full = id_a.translate(str.maketrans("0123456789X", "０１２３４５６７８９ｘ"))
+    old15 = id_a[:6] + id_a[8:17]                               # first-generation 15-digit number
+    shared = make_id("511002", __import__("datetime").date(1990, 1, 1), 12)
+    con = duckdb.connect()
+    rows = [ident("a", "陈国华", "1980-01-01", "1", id_a, "+86 138-0000-0001"),
+            ident("b", "陈国华", "1980-01-01", "1", full, "008613800000001"),
+            ident("c", "陈国华", "1980-01-01", "1", old15, "13800000001"),
+            ident("d", "陈国华", "1980-01-02", "1", id_a[:-1] + ("0" if id_a[-1] != "0" else "1")),
+            ident("e", "王五", "1990-01-01", "2", "111111111111111111"),
+            ident("p", "Smith John", "1970-01-01", "1", " e1234567 ", id_type="03")]
+    rows += [ident(f"s{i}", n, b, "1", shared) for i, (n, b) in
+             enumerate([("李明", "1990-01-01"), ("赵强", "1985-03-02"), ("孙丽", "1972-07-07")])]
+    standardise(con, table(con, rows))
+    got = {r[0]: r[1:] for r in con.execute(
+        "SELECT identity_key, id18, id_valid, id_usable, id_agrees, phone, passport FROM std").fetchall()}
+    assert got["a"] == (id_a, True, True, True, "13800000001", None)
+    assert got["b"] == got["a"] and got["c"][:5] == got["a"][:5]          # full-width and 15-digit forms
+    assert got["d"][1:3] == (False, False)                                 # check character wrong
+    assert got["e"][1:3] == (False, False)                                 # all one digit: placeholder
+    assert {got[f"s{i}"][1:3] for i in range(3)} == {(True, False)}        # valid, but three people share it
+    assert got["p"][5] == "E1234567" and got["p"][0] is None              # a passport is not an ID number
+
+
+def test_deterministic_and_probabilistic_passes():
+    from datetime import date
+
+    id_a = make_id("511002", date(1958, 3, 4), 11)
+    id_b = make_id("511002", date(1960, 5, 6), 22)
+    typo = id_a[:3] + str((int(id_a[3]) + 1) % 10) + id_a[4:]
+    con = duckdb.connect()
+    rows = [
+        ident("a1", "王建国", "1958-03-04", "1", id_a, "13900000001"),
+        ident("a2", "王建國", "1958-03-04", "1", id_a, "13900000001", division="511011", address="东兴区1号"),
+        ident("a3", "王建国", "1958-03-04", "1", typo, "13900000001"),                  # mistyped ID
+        ident("a4", "WANG Jianguo", "1958-03-04", "1", None, "13900000001"),             # pinyin only, no ID
+        ident("b1", "李秀英", "1960-05-06", "2", id_b, "13900000002"),
+        ident("b2", "李秀英", "1960-05-06", "2", None, "13900000002", division="511024", address="威远县2号"),
+        # newborn twins without IDs: same birth date, address and phone, different names
+        ident("t1", "张子轩", "2026-05-01", "1", None, "13900000003"),
+        ident("t2", "张子轩", "2026-05-01", "1", None, "13900000003", address="市中区玉溪街道1号"),
+        ident("t3", "张梓涵", "2026-05-01", "2", None, "13900000003"),
+        # a father and a son with one name and one phone: different birth dates, never linked
+        ident("f1", "刘宇泽", "1975-02-02", "1", None, "13900000004"),
+        ident("s1", "刘宇泽", "2001-11-21", "1", None, "13900000004"),
+        # passports link on number + birth date + sex
+        ident("p1", "SMITH JOHN", "1970-01-01", "1", "E1234567", id_type="03"),
+        ident("p2", "Smith John", "1970-01-01", "1", "e1234567", id_type="03"),
+    ]
+    result = link(con, table(con, rows))
+    cluster = dict(con.execute("SELECT identity_key, cluster_id FROM empi_links").fetchall())
+    method = dict(con.execute("SELECT identity_key, match_method FROM empi_links").fetchall())
+    assert cluster["a1"] == cluster["a2"] == cluster["a3"] == cluster["a4"]
+    assert method["a1"] == method["a2"] == "id_number" and method["a3"] == method["a4"] == "probabilistic"
+    assert cluster["b1"] == cluster["b2"]
+    assert cluster["t1"] == cluster["t2"] != cluster["t3"]
+    assert cluster["f1"] != cluster["s1"]
+    assert cluster["p1"] == cluster["p2"] and method["p1"] == "passport"
+    assert len({cluster[k] for k in ("a1", "b1", "t1", "t3", "f1", "s1", "p1")}) == 7
+    assert result.persons == 7 and result.identities == len(rows)
+
+
+def _lake():
+    con = duckdb.connect()
+    con.execute("ATTACH ':memory:' AS lake")
+    return con
+
+
+def _run(con, rows):
+    table(con, rows, "memory.main.src")
+    out, _ = run_in_lake(con, "memory.main.src", "lake", key_secret=SECRET)
+    return dict(zip(out.column("identity_key").to_pylist(), out.column("person_key").to_pylist()))
+
+
+def test_person_keys_are_keyed_hashes_stable_across_runs_and_merges_recorded():
+    from datetime import date
+
+    id_a = make_id("511025", date(1988, 8, 8), 31)
+    con = _lake()
+    first = _run(con, [ident("a1", "周杰", "1988-08-08", "1", id_a), ident("n1", "吴敏", "1999-09-09", "2")])
+    assert first["a1"] == hmac.new(SECRET.encode(), f"id:{id_a}".encode(), hashlib.sha256).hexdigest()
+    assert first["a1"] == person_key(f"id:{id_a}", SECRET)
+    assert first["n1"] == person_key("identity:n1", SECRET)            # no ID: anchored on the identity
+    # a new batch: a new identity of a known person takes its key; nothing is renumbered
+    second = _run(con, [ident("a1", "周杰", "1988-08-08", "1", id_a), ident("n1", "吴敏", "1999-09-09", "2"),
+                        ident("a2", "周杰", "1988-08-08", "1", id_a, division="511083"),
+                        ident("x1", "郑爽", "2001-01-01", "2")])
+    assert second["a1"] == second["a2"] == first["a1"] and second["n1"] == first["n1"]
+    assert con.execute("SELECT count(*) FROM lake.empi.identity_person").fetchone()[0] == 4
+    # n1 turns out to be x1's... no: a steward merges n1 and x1; the older key survives, the other is retired
+    con.execute("INSERT INTO lake.empi.steward_decision VALUES ('n1', 'x1', 'match', '主索引管理员', now(), NULL)")
+    third = _run(con, [ident("a1", "周杰", "1988-08-08", "1", id_a), ident("n1", "吴敏", "1999-09-09", "2"),
+                       ident("x1", "郑爽", "2001-01-01", "2")])
+    assert third["n1"] == third["x1"] == first["n1"]
+    assert con.execute("SELECT retired_key, person_key FROM lake.empi.person_key_merge").fetchall() == \
+        [(second["x1"], first["n1"])]
+
+
+def test_review_queue_and_steward_decisions_win():
+    con = _lake()
+    # same pinyin name, birth date and sex, no ID, nothing else in common: not enough to link automatically
+    rows = [ident("r1", "陈静", "1990-02-02", "2", None, "13700000001", division="511002", address="甲"),
+            ident("r2", "CHEN Jing", "1990-02-02", "2", None, "13800000002", division="511083", address="乙")]
+    keys = _run(con, rows)
+    queue = con.execute("SELECT identity_key_l, identity_key_r, reason FROM lake.empi.review_queue").fetchall()
+    assert keys["r1"] != keys["r2"] and queue == [("r1", "r2", "between_thresholds")]
+    con.execute("INSERT INTO lake.empi.steward_decision VALUES ('r1', 'r2', 'match', '主索引管理员', now(), '电话核实')")
+    keys = _run(con, rows)
+    assert keys["r1"] == keys["r2"]
+    assert con.execute("SELECT count(*) FROM lake.empi.review_queue").fetchone()[0] == 0
+    # a later non_match decision on the pair wins again
+    con.execute("INSERT INTO lake.empi.steward_decision VALUES ('r1', 'r2', 'non_match', '主索引管理员', "
+                "now() + INTERVAL 1 MINUTE, '复核：两人')")
+    keys = _run(con, rows)
+    assert keys["r1"] != keys["r2"]
+
+
+def test_thresholds_are_checked():
+    con = duckdb.connect()
+    with pytest.raises(ValueError, match="thresholds"):
+        link(con, table(con, [ident("a", "张三", "1990-01-01", "1")]), upper=0.5, lower=0.9)
