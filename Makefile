@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install manifest demo test ui bench clean
+.PHONY: install manifest demo demo-s3 test ui bench clean
 
 install: $(STAMP)
 
@@ -21,6 +21,11 @@ manifest: $(STAMP)
 
 demo: install manifest
 	$(BIN)/healthlake demo
+
+# The same demo on the production topology: SeaweedFS (S3) and PostgreSQL started on loopback for
+# the run and stopped by PID afterwards (docs/deployment.md); the lake lives as long as the run.
+demo-s3: install manifest
+	$(BIN)/python -m healthlake.servers demo
 
 test: install
 	$(BIN)/python -m pytest -q

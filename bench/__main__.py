@@ -1,14 +1,15 @@
-"""Run every benchmark: ``python -m bench [name ...]`` (names: ingest_csv, demo, ingest_hl7, ingest_fhir, ingest_dicom, empi)."""
+"""Run every benchmark: ``python -m bench [name ...]`` (names: ingest_csv, demo, ingest_hl7, ingest_fhir, ingest_dicom, empi, parallel_writers)."""
 
 from __future__ import annotations
 
 import sys
 
-from bench import demo, empi_link, ingest_csv, ingest_dicom, ingest_messages
+from bench import demo, empi_link, ingest_csv, ingest_dicom, ingest_messages, parallel_writers
 
 BENCHMARKS = {"ingest_csv": ingest_csv.main, "demo": demo.main,
               "ingest_hl7": ingest_messages.ingest_hl7, "ingest_fhir": ingest_messages.ingest_fhir,
-              "ingest_dicom": ingest_dicom.main, "empi": empi_link.main}
+              "ingest_dicom": ingest_dicom.main, "empi": empi_link.main,
+              "parallel_writers": parallel_writers.main}
 
 
 def main(argv: list[str]) -> int:

@@ -339,27 +339,64 @@ def production_env(s3: SeaweedFS, pg: Postgres, bucket: str = "lake", database: 
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m healthlake.servers -- CMD …``: run CMD with both servers up and the env set."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "--":
-        argv = argv[1:]
-    if not argv:
-        print("usage: python -m healthlake.servers -- COMMAND [ARGS…]", file=sys.stderr)
-        return 2
+def run_with_servers(argv: list[str], extra_env: dict[str, str] | None = None, landing: bool = False) -> int:
+    """Run a command with SeaweedFS and PostgreSQL up and HEALTHLAKE_* pointing at them."""
     t0 = time.perf_counter()
     with seaweedfs() as s3, postgres() as pg:
         env = production_env(s3, pg)
+        if landing:
+            s3.make_bucket("raw")
+            env["HEALTHLAKE_LANDING_URL"] = "s3://raw/landing/"
+        env.update(extra_env or {})
         print(f"SeaweedFS S3 http://{s3.endpoint} (pid {s3.pid}) · PostgreSQL {pg.url('ducklake')} (pid {pg.pid}) "
               f"· ready in {time.perf_counter() - t0:.1f} s", flush=True)
-        for k, v in env.items():
-            print(f"  {k}={v}", flush=True)
-        proc = subprocess.Popen(argv, env={**os.environ, **env})
+        for k in sorted(env):
+            if k.startswith("HEALTHLAKE_") and "SECRET" not in k:
+                print(f"  {k}={env[k]}", flush=True)
+        full_env = {**os.environ, **env}
+        if landing and "HEALTHLAKE_REGISTRY" in env:
+            # deliver the demo city's extracts to the S3 landing zone, as institutions would
+            subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
+                            "from healthlake.config import settings; from healthlake.storage import upload_tree; "
+                            "print('已上传到 S3 落地区:', upload_tree(settings(), Path(sys.argv[1])), '个文件')",
+                            str(Path(env["HEALTHLAKE_REGISTRY"]).parent / "landing")], env=full_env, check=True)
+        proc = subprocess.Popen(argv, env=full_env)
         try:
             return proc.wait()
         except KeyboardInterrupt:
             _stop_pid(proc.pid, signal.SIGINT)
             return 130
+
+
+def demo(root: Path) -> int:
+    """``make demo-s3``: the demo city on the production topology (servers are throw-away)."""
+    root = Path(root).resolve()
+    city = root / "city"
+    env = {"HEALTHLAKE_ROOT": str(root), "HEALTHLAKE_LANDING": str(root / "work" / "landing"),
+           "HEALTHLAKE_REGISTRY": str(city / "registry.yaml")}
+    if not (city / "registry.yaml").exists():
+        from healthlake.config import settings as load_settings
+        from synthetic import generate_city
+
+        s = load_settings()
+        generate_city(city, residents=s.demo_residents, days=s.demo_days, seed=s.seed)
+    healthlake = Path(sys.executable).with_name("healthlake")
+    return run_with_servers([str(healthlake), "demo"], env, landing=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m healthlake.servers demo [ROOT]`` or ``python -m healthlake.servers run -- CMD …``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["demo"]:
+        from healthlake.config import REPO_ROOT
+
+        return demo(Path(argv[1]) if len(argv) > 1 else REPO_ROOT / ".healthlake" / "s3demo")
+    if argv[:1] == ["run"]:
+        cmd = argv[2:] if argv[1:2] == ["--"] else argv[1:]
+        if cmd:
+            return run_with_servers(cmd)
+    print("usage: python -m healthlake.servers demo [ROOT] | run -- COMMAND [ARGS…]", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -195,3 +195,40 @@ def test_landing_zone_on_s3_lists_archives_and_retrieves(lakes, tmp_path):
         store.locate_raw("511002H001/his_patient/never_sent.csv")
     with pytest.raises(Exception, match="unsafe"):
         store.fetch("../etc/passwd")
+
+
+def test_landing_sensor_requests_a_run_per_institution_and_the_partition_ingests(lakes):
+    import dagster as dg
+
+    from healthlake.storage import S3Landing
+    from pipelines.defs.ingest.assets import INSTITUTION_DELIVERY_KEY, institution_delivery
+    from pipelines.defs.ingest.sensors import build_landing_sensor, ingest_institution_job
+
+    s = lakes["settings"]
+    store = S3Landing(s)
+    code = lakes["codes"][1]
+    first = next(b for b in next(r for r in lakes["results"] if r.institution == code).batches if b.rows_read > 2)
+    original = (Path(lakes["env"]["HEALTHLAKE_ROOT"]) / "to_send" / first.source_file).read_bytes()
+    corrected = b"\n".join(original.rstrip(b"\n").split(b"\n")[:-1]) + b"\n"  # a re-sent file, one row less
+    feed_dir = first.source_file.rsplit("/", 1)[0]
+    (s.root / "resend.csv").write_bytes(corrected)
+    store.put(f"{feed_dir}/resend.csv", s.root / "resend.csv")
+    store.put("9999999X01/unknown_feed/x.csv", s.root / "resend.csv")  # not in the registry: reported, not run
+
+    sensor = build_landing_sensor(ingest_institution_job(INSTITUTION_DELIVERY_KEY))
+    with dg.instance_for_test() as instance:
+        result = sensor(dg.build_sensor_context(instance=instance))
+        assert code in {r.partition_key for r in result.run_requests}
+        assert "9999999X01" not in {r.partition_key for r in result.run_requests}
+        added = result.dynamic_partitions_requests[0].partition_keys
+        assert code in added and "9999999X01" not in added
+        instance.add_dynamic_partitions("institution", list(added))
+        again = sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor))
+        assert again.run_requests == []  # nothing new since the last tick
+
+        run = dg.materialize([institution_delivery], partition_key=code, instance=instance)
+        assert run.success
+        meta = run.get_asset_materialization_events()[0].step_materialization_data.materialization.metadata
+        assert meta["batches_loaded"].value == 1 and meta["rows_read"].value == first.rows_read - 1
+    assert f"{feed_dir}/resend.csv" not in {o.key for o in store.list()}
+    assert rows(f"SELECT count(*) FROM ops.ingest_batch WHERE source_file = '{feed_dir}/resend.csv'")[0][0] == 1

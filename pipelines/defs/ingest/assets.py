@@ -34,7 +34,12 @@ def _specs() -> list[dg.AssetSpec]:
 def ingest_landing_zone(context: dg.AssetExecutionContext):
     """Read every new file of the landing zone into bronze; a failed file never blocks the others."""
     s = settings()
-    results = ingest_landing(s)
+    if s.landing_is_s3:  # production landing zone: institution by institution, archived once loaded
+        from ingest_adapters.registry import load_registry
+
+        results = [b for i in load_registry(s.registry).institutions for b in ingest_institution(i.code, s).batches]
+    else:
+        results = ingest_landing(s)
     loaded = [r for r in results if r.status == "loaded"]
     failed = [r for r in results if r.status == "failed"]
     skipped = [r for r in results if r.status == "skipped"]

@@ -28,6 +28,10 @@ from healthlake.lake import LAKE, catalog_lock, connect, with_retries
 # Files scheduled for deletion (or orphaned) are kept this long after they left the last
 # snapshot, so that a query that started before still finds them. 0 in tests.
 DEFAULT_GRACE = timedelta(hours=1)
+# A data file is rewritten without its deleted rows once this share of its rows is deleted
+# (DuckLake's own default leaves files alone until almost all rows are gone; every delete file
+# left in place is one more file for every reader to open).
+REWRITE_DELETE_THRESHOLD = 0.05
 
 
 @dataclass
@@ -65,7 +69,8 @@ def lake_file_stats(con) -> tuple[int, int]:
 
 def maintain_lake(s: Settings | None = None, *, expire_older_than: datetime | None = None,
                   delete_older_than: datetime | None = None, merge: bool = True,
-                  move_cold: bool = True, today=None) -> MaintenanceResult:
+                  move_cold: bool = True, today=None, con=None,
+                  rewrite_delete_threshold: float = REWRITE_DELETE_THRESHOLD) -> MaintenanceResult:
     """Run every maintenance step once. Defaults: retention HEALTHLAKE_SNAPSHOT_RETENTION_DAYS,
     grace one hour; tests and the 30-day simulation pass explicit cut-offs."""
     s = s or load_settings()
@@ -76,7 +81,8 @@ def maintain_lake(s: Settings | None = None, *, expire_older_than: datetime | No
     out = MaintenanceResult()
     # One maintainer at a time (two cleanups would race to delete the same files).
     with catalog_lock("maintenance", s):
-        con = connect(s)
+        own = con is None
+        con = con or connect(s)
         try:
             meta = f"__ducklake_metadata_{LAKE}"
             out.snapshots_before = _count(con, f"SELECT count(*) FROM {meta}.ducklake_snapshot")
@@ -90,14 +96,16 @@ def maintain_lake(s: Settings | None = None, *, expire_older_than: datetime | No
                 f"CALL ducklake_expire_snapshots('{LAKE}', older_than => TIMESTAMPTZ '{_ts(expire_before)}')"))
             if merge:
                 out.files_merged = len(call(f"CALL ducklake_merge_adjacent_files('{LAKE}')"))
-                out.files_rewritten = len(call(f"CALL ducklake_rewrite_data_files('{LAKE}')"))
+                out.files_rewritten = len(call(
+                    f"CALL ducklake_rewrite_data_files('{LAKE}', delete_threshold => {float(rewrite_delete_threshold)})"))
             out.files_deleted = len(call(
                 f"CALL ducklake_cleanup_old_files('{LAKE}', older_than => TIMESTAMPTZ '{_ts(delete_before)}')"))
             out.orphans_deleted = len(call(
                 f"CALL ducklake_delete_orphaned_files('{LAKE}', older_than => TIMESTAMPTZ '{_ts(delete_before)}')"))
             out.data_files_after, out.live_bytes = lake_file_stats(con)
         finally:
-            con.close()
+            if own:
+                con.close()
     if move_cold and s.landing_is_s3:
         from healthlake.storage import S3Landing
 
