@@ -232,3 +232,29 @@ def test_landing_sensor_requests_a_run_per_institution_and_the_partition_ingests
         assert meta["batches_loaded"].value == 1 and meta["rows_read"].value == first.rows_read - 1
     assert f"{feed_dir}/resend.csv" not in {o.key for o in store.list()}
     assert rows(f"SELECT count(*) FROM ops.ingest_batch WHERE source_file = '{feed_dir}/resend.csv'")[0][0] == 1
+
+
+def test_production_dagster_instance_keeps_runs_in_postgres(servers, tmp_path, monkeypatch):
+    import shutil
+
+    import dagster as dg
+    import psycopg2
+
+    pg = servers[1]
+    monkeypatch.setenv("DAGSTER_PG_URL", pg.create_database("dagster").replace("postgresql://", "postgresql+psycopg2://"))
+    shutil.copyfile(REPO_ROOT / "dagster.production.yaml", tmp_path / "dagster.yaml")
+
+    @dg.asset
+    def probe() -> int:
+        return 1
+
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        assert dg.materialize([probe], instance=instance).success
+    con = psycopg2.connect(pg.url("dagster"))
+    try:
+        with con.cursor() as cur:
+            cur.execute("SELECT count(*) FROM runs")
+            assert cur.fetchone()[0] == 1
+    finally:
+        con.close()
