@@ -6,10 +6,14 @@ Every governed query, allowed or refused, is one line of ``<root>/audit/governed
      "sql_sha256": "…", "tables": ["emr.fct_encounter"], "columns": ["emr.fct_encounter.visit_at"],
      "rows": 42, "outcome": "allowed", "reason": null, "prev_sha256": "…"}
 
+(``tables``/``columns`` are the resolved ones read by an allowed query; for a refused query, the
+names as written in it, unresolved: what it tried to read.)
+
 ``prev_sha256`` is the sha256 of the previous line's bytes (without its newline; 64 zeros on the
 first line), so editing, deleting or reordering any line breaks the chain from there on:
 ``verify_audit_log()`` walks it. A chain alone cannot reveal lines cut off the *end*: anchor the
-latest ``seq``/hash elsewhere (e.g. in Dagster metadata or a daily report) to detect that. The file is opened with ``O_APPEND`` and written under an
+head (``audit_head()``: last ``seq`` and its line's hash) elsewhere — the pipeline's catalog step
+records it in its Dagster metadata — and pass it back as ``verify_audit_log(anchor=…)``. The file is opened with ``O_APPEND`` and written under an
 exclusive ``flock`` (read the last line, append one line, in one critical section), so concurrent
 writers in several processes keep one chain. The SQL itself is not stored (only its hash): a
 refused query may hold the very values it tried to probe for.
@@ -27,7 +31,7 @@ from pathlib import Path
 
 from healthlake.config import Settings, settings as load_settings
 
-__all__ = ["audit_path", "append_entry", "read_entries", "verify_audit_log", "ChainCheck", "GENESIS"]
+__all__ = ["audit_path", "append_entry", "read_entries", "verify_audit_log", "audit_head", "ChainCheck", "GENESIS"]
 
 GENESIS = "0" * 64
 _TAIL = 64 * 1024  # bytes read from the end to find the last line; one line is far shorter
@@ -90,12 +94,32 @@ class ChainCheck:
     reason: str | None = None
 
 
-def verify_audit_log(s: Settings | None = None, path: Path | None = None) -> ChainCheck:
-    """Walk the hash chain; the first line whose ``prev_sha256`` or ``seq`` does not follow breaks it."""
+def audit_head(s: Settings | None = None, path: Path | None = None) -> tuple[int, str]:
+    """(seq, sha256 of the last line): record it elsewhere to detect a truncated log later."""
     path = path or audit_path(s)
     if not path.exists():
+        return 0, GENESIS
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        last = _last_line(fd)
+    finally:
+        os.close(fd)
+    return (json.loads(last)["seq"], _sha(last)) if last else (0, GENESIS)
+
+
+def verify_audit_log(s: Settings | None = None, path: Path | None = None,
+                     anchor: tuple[int, str] | None = None) -> ChainCheck:
+    """Walk the hash chain; the first line whose ``prev_sha256`` or ``seq`` does not follow breaks it.
+
+    ``anchor`` (an earlier ``audit_head()``): that line must still be in the chain, unchanged.
+    """
+    path = path or audit_path(s)
+    if not path.exists():
+        if anchor and anchor[0] > 0:
+            return ChainCheck(False, 0, None, f"log missing; the anchor expects {anchor[0]} entries")
         return ChainCheck(ok=True, entries=0)
     prev, n = GENESIS, 0
+    anchored = anchor is None or anchor[0] == 0
     data = path.read_bytes()
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
@@ -111,4 +135,10 @@ def verify_audit_log(s: Settings | None = None, path: Path | None = None) -> Cha
         if record.get("seq") != n:
             return ChainCheck(False, n - 1, n, f"seq {record.get('seq')} where {n} was expected")
         prev = _sha(line)
+        if anchor and n == anchor[0]:
+            if prev != anchor[1]:
+                return ChainCheck(False, n - 1, n, "the anchored line was changed")
+            anchored = True
+    if not anchored:
+        return ChainCheck(False, n, n + 1, f"truncated: the anchor expects at least {anchor[0]} entries, found {n}")
     return ChainCheck(ok=True, entries=n)

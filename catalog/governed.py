@@ -299,6 +299,21 @@ def check_query(sql: str, role: Role, published: _Published) -> CheckedQuery:
     return CheckedQuery(sql=qualified.sql(dialect="duckdb", comments=False), tables=sorted(tables_read), columns=sorted(columns_read))
 
 
+def _referenced(sql: str) -> tuple[list[str], list[str]]:
+    """Best effort for the audit of a refused query: the tables and column names it mentions."""
+    try:
+        tables, columns = set(), set()
+        for st in sqlglot.parse(sql[:MAX_SQL_CHARS], read="duckdb"):
+            if st is None:
+                continue
+            tables |= {".".join(p for p in (t.catalog, t.db, t.name) if p) for t in st.find_all(exp.Table)
+                       if isinstance(t.this, exp.Identifier)}
+            columns |= {".".join(p for p in (c.table, c.name) if p) for c in st.find_all(exp.Column)}
+        return sorted(tables), sorted(columns)
+    except (SqlglotError, RecursionError, ValueError):
+        return [], []
+
+
 def _sha(sql: str) -> str:
     return hashlib.sha256(sql.encode("utf-8")).hexdigest()
 
@@ -333,6 +348,7 @@ def run_governed(sql: str, role: str, user: str | None = None, settings: Setting
         published = _published(r.clearance, s)
         checked = check_query(sql, r, published)
     except AccessError as e:
+        entry["tables"], entry["columns"] = _referenced(sql)  # as written (unresolved): what it tried to read
         audit("refused", getattr(e, "reason", str(e)))
         raise AccessDenied(getattr(e, "reason", str(e))) from None
     except FileNotFoundError as e:

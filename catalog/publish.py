@@ -11,7 +11,9 @@ A column at or below L is copied as-is; a column above L is transformed by its k
 | phone                | first 3 + ``****`` + last 4                                 | masked        |
 | key, identifier      | ``md5(secret || value)``: same value → same hash, joins work | pseudonymised |
 | birth_date           | ``birth_year`` (INTEGER)                                    | generalised   |
-| address, value       | column absent                                               | absent        |
+| address              | ``<name>_county``: the address cut after its county-level   | generalised   |
+|                      | division (内江市市中区城东街道… → 内江市市中区), else NULL       |               |
+| value                | column absent                                               | absent        |
 
 The secret is ``HEALTHLAKE_PUBLISH_SECRET`` (a demo default otherwise; set it in production and
 keep it away from analysts: with it, a pseudonym can be confirmed against a guessed value).
@@ -40,6 +42,7 @@ __all__ = ["publish_all", "publish_level", "published_path", "publish_secret", "
 LEVELS = (1, 2, 3, 4, 5)
 DEMO_SECRET = "healthlake-demo-publish-secret"  # demo only; production sets HEALTHLAKE_PUBLISH_SECRET
 MANIFEST_TABLE = "catalog.published_column"
+COUNTY_PATTERN = r"^((?:[^省市]{1,8}省)?[^省市]{1,8}?[市州盟].{1,6}?[区县市旗])"
 
 
 class PublishError(RuntimeError):
@@ -100,6 +103,11 @@ def column_expression(cc: ColumnClass, clearance: int, secret: str) -> Published
         return out("pseudonymised", f"md5({_lit(secret)} || CAST({c} AS VARCHAR))")
     if cc.kind == "birth_date":
         return out("generalised", f"CAST(year(TRY_CAST({c} AS DATE)) AS INTEGER)", name="birth_year")
+    if cc.kind == "address":
+        # [省] + 市/州/盟 + the first county-level unit (区, 县, 县级市, 旗); nothing finer ever survives
+        county = f"regexp_extract(trim({c}), '{COUNTY_PATTERN}', 1)"
+        base = cc.column[: -len("_text")] if cc.column.endswith("_text") else cc.column
+        return out("generalised", f"nullif({county}, '')", name=f"{base}_county")
     return out("absent", None)
 
 

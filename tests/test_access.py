@@ -10,7 +10,7 @@ import duckdb
 import pytest
 
 from catalog.access import AccessError, get_role, roles
-from catalog.audit import append_entry, read_entries, verify_audit_log
+from catalog.audit import append_entry, audit_head, read_entries, verify_audit_log
 from catalog.governed import AccessDenied, open_published, run_governed
 from catalog.publish import PublishError, publish_all, published_path
 
@@ -185,7 +185,7 @@ def test_every_governed_query_is_audited_with_its_outcome(city):
     assert ok["sql_sha256"] == hashlib.sha256(sql_ok.encode()).hexdigest()
     assert ok["tables"] == ["population.dim_person"] and ok["columns"] == ["population.dim_person.sex_code"]
     assert ok["rows"] >= 2 and ok["role"] == "researcher" and ok["at"].endswith("+00:00")
-    assert mine[1]["reason"]
+    assert mine[1]["reason"] and mine[1]["tables"] == ["emr.fct_diagnosis"] and mine[1]["columns"] == ["diagnosis_code"]
     assert verify_audit_log(city.settings).ok
 
 
@@ -204,5 +204,35 @@ def test_audit_chain_detects_edits_and_deletions(tmp_path):
     log.write_text("\n".join(lines[:1] + lines[2:]) + "\n", encoding="utf-8")  # a line deleted
     bad = verify_audit_log(path=log)
     assert not bad.ok and bad.bad_line == 2
-    log.write_text("\n".join(lines[:-1]) + "\n", encoding="utf-8")  # truncation of the tail stays a valid chain
+    log.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    head = audit_head(path=log)
+    assert head[0] == 5 and verify_audit_log(path=log, anchor=head).ok
+    log.write_text("\n".join(lines[:-1]) + "\n", encoding="utf-8")  # truncation of the tail stays a valid chain…
     assert verify_audit_log(path=log).entries == 4
+    bad = verify_audit_log(path=log, anchor=head)  # …but not against an anchor recorded before
+    assert not bad.ok and "truncated" in bad.reason
+
+
+def test_published_forms_of_each_kind_without_a_lake():
+    from catalog.classification import ColumnClass
+    from catalog.publish import column_expression
+
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (name VARCHAR, id_number VARCHAR, phone VARCHAR, person_key VARCHAR, "
+                "birth_date VARCHAR, address_text VARCHAR, diagnosis_code VARCHAR)")
+    con.execute("INSERT INTO t VALUES ('欧阳娜娜', '511011198001011234', '13912345678', 'k1', '1980-01-01', "
+                "'内江市隆昌市古湖街道沱江路12号', 'I10'), ('张伟', NULL, NULL, 'k1', NULL, '沱江路12号', NULL)")
+    kinds = {"name": ("person_name", 4), "id_number": ("id_number", 4), "phone": ("phone", 4), "person_key": ("key", 2),
+             "birth_date": ("birth_date", 3), "address_text": ("address", 4), "diagnosis_code": ("value", 3)}
+    pcs = [column_expression(ColumnClass("population.t", c, "个人属性", lv, kind, "test", "test"), 1, "secret")
+           for c, (kind, lv) in kinds.items()]
+    assert {pc.column: pc.treatment for pc in pcs} == {
+        "name": "masked", "id_number": "masked", "phone": "masked", "person_key": "pseudonymised",
+        "birth_year": "generalised", "address_county": "generalised", "diagnosis_code": "absent"}
+    present = [pc for pc in pcs if pc.expression]
+    rows = con.execute(f"SELECT {', '.join(pc.expression for pc in present)} FROM t").fetchall()
+    assert rows[0] == ("欧阳*", "511011********1234", "139****5678", rows[1][3], 1980, "内江市隆昌市")
+    assert rows[1] == ("张*", None, None, rows[0][3], None, None)  # same key → same pseudonym (joins work)
+    assert rows[0][3] != "k1" and len(rows[0][3]) == 32
+    # at or below the clearance a column is published as it is
+    assert column_expression(ColumnClass("population.t", "name", "个人属性", 4, "person_name", "t", "t"), 4, "s").treatment == "raw"

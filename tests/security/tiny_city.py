@@ -51,8 +51,23 @@ class env_of:
                 os.environ[k] = v
 
 
-@lru_cache(maxsize=1)
 def tiny_city() -> TinyCity:
+    """The session's tiny city; a failed build is raised again at once (not rebuilt for every test)."""
+    city = _build()
+    if isinstance(city, BaseException):
+        raise RuntimeError(f"tiny city build failed: {city}") from city
+    return city
+
+
+@lru_cache(maxsize=1)
+def _build() -> TinyCity | BaseException:
+    try:
+        return _build_city()
+    except Exception as e:  # noqa: BLE001 - cached and re-raised by tiny_city()
+        return e
+
+
+def _build_city() -> TinyCity:
     from catalog.publish import LEVELS, publish_all, published_path
     from healthlake.cli import run_all_assets
     from healthlake.config import settings
@@ -65,7 +80,10 @@ def tiny_city() -> TinyCity:
         s = settings()
         generate_city(s.city_dir, residents=RESIDENTS, days=DAYS, seed=SEED)
         result = run_all_assets(s, log_level="WARNING")
-        assert result.success, "tiny city pipeline failed"
+        if not result.success:
+            failed = [f"{ev.step_key}: {ev.event_specific_data.error.message.strip()[:300]}"
+                      for ev in result.all_events if ev.is_step_failure]
+            raise RuntimeError("tiny city pipeline failed: " + "; ".join(failed))
         # the pipeline's catalog step published per clearance; publish only if it did not
         summary = ([{"level": lv, "path": str(published_path(lv, s))} for lv in LEVELS]
                    if all(published_path(lv, s).exists() for lv in LEVELS) else publish_all(s))
