@@ -37,6 +37,7 @@ from __future__ import annotations
 import difflib
 import logging
 import os
+import re
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -108,6 +109,14 @@ def _source(feed: Feed, registry: Registry | None) -> tuple[str, str, str]:
     return libpq, "postgres", label
 
 
+def _redact(message: str, target: str | None, label: str | None) -> str:
+    """No password in an error: DuckDB's postgres errors quote the whole connection string."""
+    if target and label:
+        message = message.replace(target, label)
+    message = re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", message, flags=re.I)
+    return re.sub(r"(postgres(?:ql)?://[^:/@\s]+):[^@\s]+@", r"\1:***@", message)
+
+
 def _columns(con, schema: str, table: str, label: str) -> dict[str, str]:
     rows = con.execute("SELECT table_name, column_name, data_type FROM duckdb_columns() "
                        "WHERE database_name = ? AND schema_name = ?", [SRC, schema]).fetchall()
@@ -136,6 +145,7 @@ def pull_feed(con: duckdb.DuckDBPyConnection, institution: str, feed: Feed, regi
              "format": feed.format, "encoding": None, "source_file": result.source_file, "started_at": started,
              "rows_read": 0, "rows_loaded": 0, "rows_rejected": 0}
     attached = False
+    target = label = None
     try:
         target, kind, label = _source(feed, registry)
         result.source_file = batch["source_file"] = label
@@ -146,7 +156,8 @@ def pull_feed(con: duckdb.DuckDBPyConnection, institution: str, feed: Feed, regi
         try:
             con.execute(f"ATTACH {_lit(target)} AS {SRC} (TYPE {kind}, READ_ONLY)")
         except duckdb.Error as e:
-            raise FrontendError(f"cannot open the front-end database {label}: {str(e).splitlines()[0]}") from None
+            raise FrontendError(f"cannot open the front-end database {label}: "
+                                f"{_redact(str(e).splitlines()[0], target, label)}") from None
         attached = True
         schema = "main" if kind == "sqlite" else str(feed.options.get("schema", "public"))
         table, wm = str(feed.options["table"]), str(feed.options["watermark"])
@@ -221,7 +232,7 @@ def pull_feed(con: duckdb.DuckDBPyConnection, institution: str, feed: Feed, regi
         if null_wm:
             log.warning("%s: %d rows have a NULL watermark (%s) and cannot be pulled incrementally", label, null_wm, wm)
     except Exception as e:  # noqa: BLE001 — a failed pull fails only its own feed
-        result.status, result.error = "failed", f"{type(e).__name__}: {e}"
+        result.status, result.error = "failed", _redact(f"{type(e).__name__}: {e}", target, label)
         log.warning("pull %s.%s failed: %s", institution, feed.id, result.error)
         batch.update(status="failed", error=result.error, finished_at=datetime.now(timezone.utc))
         try:
