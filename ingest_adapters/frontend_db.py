@@ -255,8 +255,10 @@ def pull_feed(con: duckdb.DuckDBPyConnection, institution: str, feed: Feed, regi
 
 
 def frontend_feeds(registry: Registry) -> list[tuple[str, Feed]]:
+    """Feeds pulled from a database: every postgres feed, and sqlite feeds naming a ``database``
+    (a sqlite feed without one receives SQLite files in the landing zone instead)."""
     return [(i.code, f) for i in registry.institutions for f in i.feeds
-            if f.format in FRONTEND_FORMATS and f.options.get("database")]
+            if f.format == "postgres" or (f.format == "sqlite" and f.options.get("database"))]
 
 
 def pull_frontend(s: Settings | None = None, registry: Registry | None = None,

@@ -149,6 +149,8 @@ def test_broken_feeds_fail_alone_with_a_clear_reason(lake_env, con):
         sqlite_feed(str(db), table="vacination", feed_id="typo_table"),
         sqlite_feed(str(db), watermark="update_at", feed_id="typo_watermark"),
         sqlite_feed(str(s.registry.parent / "gone.sqlite"), feed_id="missing_file"),
+        {"id": "no_dsn", "format": "postgres", "table": "vaccination", "watermark": "updated_at",
+         "dataset": "immunization", "mapping": MAPPING},
     ])
     results = {r.feed: r for r in pull_frontend(s, registry, con)}
     assert results["ok"].status == "loaded" and results["ok"].rows_loaded == 1
@@ -156,8 +158,10 @@ def test_broken_feeds_fail_alone_with_a_clear_reason(lake_env, con):
     assert "no watermark column 'update_at'" in results["typo_watermark"].error
     assert "did you mean 'updated_at'" in results["typo_watermark"].error
     assert "does not exist" in results["missing_file"].error
+    assert "needs 'database'" in results["no_dsn"].error
     assert sorted(q(con, "SELECT feed, status FROM ops.ingest_batch")) == [
-        ("missing_file", "failed"), ("ok", "loaded"), ("typo_table", "failed"), ("typo_watermark", "failed")]
+        ("missing_file", "failed"), ("no_dsn", "failed"), ("ok", "loaded"), ("typo_table", "failed"),
+        ("typo_watermark", "failed")]
 
 
 def test_a_sqlite_file_delivered_to_the_landing_zone_loads_whole(lake_env, con):
