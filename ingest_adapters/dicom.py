@@ -14,7 +14,9 @@ Per file:
    element structure is walked from the file meta to the end of the file (lengths, sequence
    items and encapsulated fragments; no value is decoded): a file that ends inside an element is
    rejected ``TRUNCATED`` with the byte offset. (Deflated transfer syntax: the inflate stream must
-   end, instead.)
+   end, instead.) An image instance without Pixel Data is rejected too (``TRUNCATED`` when the
+   file stops before the image attributes, ``NO PIXEL DATA`` when it has them): the archive copy
+   of an image must hold the image.
 4. **Study / series / instance UIDs** must be present (``MISSING UID``): an instance without a
    StudyInstanceUID cannot be placed in the patient → study → series → instance index.
 5. **Text** is decoded from the raw bytes by the declared Specific Character Set (0008,0005),
@@ -308,8 +310,12 @@ def read_instance(data: bytes, fallback_encoding: str = "utf-8") -> Instance:
     sop_class = UID(str(meta.get("MediaStorageSOPClassUID", "") or ""))
     is_image = "Rows" in ds or "Image Storage" in sop_class.name
     if ts != DEFLATED and is_image and data[bio.tell():bio.tell() + 4] not in pixel_tags:
-        raise DicomReject("TRUNCATED", f"truncated DICOM file: an image instance ({sop_class.name or 'Rows, Columns'}) "
-                                       f"without Pixel Data (7FE0,0010): the file ends at byte {len(data)}")
+        if "Rows" not in ds:
+            raise DicomReject("TRUNCATED", f"truncated DICOM file: an image instance ({sop_class.name}) that ends at "
+                                           f"byte {len(data)}, before its image attributes and Pixel Data")
+        raise DicomReject("NO PIXEL DATA", "an image instance with image attributes (Rows, Columns) but no Pixel Data "
+                                           "(7FE0,0010): truncated before the image, or a header-only export; the "
+                                           "archive needs the complete file")
 
     charsets = _charsets(ds.get_item(0x00080005))
     values: dict[str, str | None] = {}
