@@ -23,7 +23,9 @@ Per file:
    strictly: GB18030/GBK, ISO_IR 192 (UTF-8), ISO_IR 100, ISO 2022 code extensions (via
    pydicom) … A file that declares no character set but holds non-ASCII bytes (common in Chinese
    PACS exports) is decoded with the feed's ``encoding`` (e.g. ``gb18030``) when the bytes are
-   valid in it, and the file name is noted in ``charset_assumed``. Bytes invalid in the declared
+   valid in it, and the file name is noted in ``charset_assumed``; so is text declared ISO_IR 100
+   (Latin-1, which any byte satisfies) on a feed registered as ``gb18030``/``gbk``, as many Chinese
+   PACS declare Latin-1 and write GBK. Bytes invalid in the declared
    set, or an unknown character set name, reject the file ``INVALID ENCODING``: never a row of
    mojibake.
 
@@ -98,6 +100,7 @@ DEFAULT_MAPPING: dict[str, str] = {
 
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 DEFLATED = "1.2.840.10008.1.2.1.99"
+CHINESE_FALLBACKS = ("gb18030", "gbk")
 DEMO_DEID_SECRET = "healthlake-demo-deid-secret"  # demo only; production sets HEALTHLAKE_DEID_SECRET
 
 
@@ -245,6 +248,14 @@ def decode_text(b: bytes, charsets: list[str], fallback: str, pn: bool = False) 
             raise DicomReject("INVALID ENCODING",
                               f"non-ASCII text but no Specific Character Set (0008,0005), and the bytes are not "
                               f"valid {fallback.upper()} (the feed's encoding)") from None
+    if declared == ["ISO_IR 100"] and fallback in CHINESE_FALLBACKS:
+        # Many Chinese PACS declare Latin-1 (the default of their DICOM toolkits) and write GBK.
+        # Latin-1 decodes any byte, so the declaration cannot be checked; a feed registered with
+        # a Chinese encoding says which one the institution really writes.
+        try:
+            return b.decode(fallback), fallback
+        except UnicodeDecodeError:
+            pass  # not valid in the feed's encoding: take the declaration at its word
     unknown = [c for c in declared if c not in python_encoding]
     if unknown:
         raise DicomReject("INVALID ENCODING", f"unknown Specific Character Set {unknown[0]!r} (0008,0005); "
