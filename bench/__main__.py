@@ -1,15 +1,16 @@
-"""Run every benchmark: ``python -m bench [name ...]`` (names: ingest_csv, demo, ingest_hl7, ingest_fhir, ingest_dicom, empi, parallel_writers)."""
+"""Run every benchmark: ``python -m bench [name ...]`` (names: ingest_csv, demo, ingest_hl7, ingest_fhir, ingest_dicom, empi, parallel_writers, quality)."""
 
 from __future__ import annotations
 
 import sys
 
-from bench import demo, empi_link, ingest_csv, ingest_dicom, ingest_messages, parallel_writers
+from bench import demo, empi_link, ingest_csv, ingest_dicom, ingest_messages, parallel_writers, quality
 
 BENCHMARKS = {"ingest_csv": ingest_csv.main, "demo": demo.main,
               "ingest_hl7": ingest_messages.ingest_hl7, "ingest_fhir": ingest_messages.ingest_fhir,
               "ingest_dicom": ingest_dicom.main, "empi": empi_link.main,
-              "parallel_writers": parallel_writers.main}
+              "parallel_writers": parallel_writers.main,
+              "quality": quality.main}
 
 
 def main(argv: list[str]) -> int:

@@ -6,6 +6,7 @@
     healthlake query --role ROLE "SELECT …" [--format …]   governed query within a role's clearance (audited)
     healthlake ui                           dagster dev on 127.0.0.1
     healthlake dbt-parse                    build the dbt manifest (done by `make install`)
+    healthlake quality gate|held|override|report   the quality office (质控): see quality/cli.py
     healthlake catalog search|show|build|publish|classify   resource directory (资源目录): see catalog/cli.py
     healthlake empi evaluate|review|decide|status   the master patient index: see empi/cli.py
 """
@@ -119,7 +120,10 @@ def cmd_demo(args) -> int:
     for label, items in (("失败", errors), ("告警", warnings)):
         for e in items:
             print(f"  {label}: {e.asset_key.to_user_string()} · {e.check_name}")
-    print(f"\n数据湖目录: {s.catalog}\n数据文件:   {s.data_path}\n质控报告:   {s.reports_dir / 'quality' / 'index.html'}"
+    from quality.cli import gate_summary
+
+    print(gate_summary(s))
+    print(f"\n数据湖目录: {s.catalog}\n数据文件:   {s.data_path}\n质控报告:   {s.reports_dir / 'quality' / 'office.html'}"
           f"\n资源目录:   {s.reports_dir / 'catalog' / 'resource_directory.json'}"
           f"\n查询示例:   .venv/bin/healthlake sql \"SELECT * FROM catalog.resource_directory\"")
     print(f"用时 {time.perf_counter() - t0:.1f} s；运行{'成功' if result.success else '失败'}（run {result.run_id}）")
@@ -260,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--port", type=int, default=3000)
     u.set_defaults(func=cmd_ui)
     sub.add_parser("dbt-parse", help="build the dbt manifest").set_defaults(func=cmd_dbt_parse)
+    from quality.cli import add_quality_parser
+
+    add_quality_parser(sub)
     from catalog.cli import add_catalog_parser
 
     add_catalog_parser(sub)

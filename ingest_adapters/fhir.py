@@ -413,7 +413,14 @@ def _value(expr: Expr, res: dict, resolver: _Resolver | None, unresolved: list |
                 v = None
                 for it in items:
                     ref = it.get("reference") if isinstance(it, dict) else (it if isinstance(it, str) else None)
-                    if not ref or ref.startswith("#"):
+                    if not ref:
+                        continue
+                    if ref.startswith("#"):  # a contained resource: its key, or its id
+                        target = next((c for c in res.get("contained") or []
+                                       if isinstance(c, dict) and c.get("id") == ref[1:]), None)
+                        if target is not None and resolver is not None:
+                            v = resolver.key(target)
+                            break
                         continue
                     v = resolver.resolve(ref) if resolver is not None else None
                     if v is None:

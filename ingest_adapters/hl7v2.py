@@ -388,7 +388,8 @@ def open_hl7v2(con: duckdb.DuckDBPyConnection, path: Path, feed: Feed, work_dir:
     if b"MSH" not in data:
         raise UnreadableFileError("no MSH segment anywhere in the file: it is not HL7 v2 (every message starts "
                                   "with an MSH header)", path=str(path))
-    collected = frozenset(feed.options.get("message_types") or DEFAULT_MESSAGE_TYPES)
+    types = feed.options.get("message_types") or DEFAULT_MESSAGE_TYPES
+    collected = frozenset([types] if isinstance(types, str) else (str(t) for t in types))
     plans = _plans(feed)
     rows = Rows(feed)
     rejects: list[Reject] = []

@@ -17,7 +17,7 @@ from pipelines.defs.empi.assets import empi_linkage_report
 from pipelines.defs.ingest.assets import ingest_landing_zone, institution_delivery
 from pipelines.defs.ingest.sensors import build_landing_sensor, ingest_institution_job
 from pipelines.defs.maintenance.jobs import lake_maintenance_job, lake_maintenance_schedule
-from pipelines.defs.quality.checks import build_quality_checks
+from pipelines.defs.quality.checks import build_gate_checks, build_quality_checks
 
 ALL_ASSETS_JOB = "healthlake_all"
 
@@ -39,7 +39,7 @@ def build_definitions() -> dg.Definitions:
     per_institution = ingest_institution_job(institution_delivery.key)
     return dg.Definitions(
         assets=[ingest_landing_zone, institution_delivery, dbt, empi_linkage_report, build_catalog_asset(upstream)],
-        asset_checks=build_quality_checks(),
+        asset_checks=[build_gate_checks(), *build_quality_checks()],
         jobs=[dg.define_asset_job(ALL_ASSETS_JOB, selection=dg.AssetSelection.all() - by_institution,
                                   description="采集 → 四大数据库 → 质控 → 资源目录，全流程"),
               per_institution, lake_maintenance_job],

@@ -10,12 +10,17 @@
     write_rectification_lists(run)  # <reports_dir>/quality/rectification/<institution>.xlsx (整改清单)
     gate_run(run)                   # promoted / held per batch (quality.batch_gate); record_override(...)
 
+    from quality import gate_pending, write_office_report
+    gate_pending()                  # after an ingest: score and decide every new (or held) batch
+    write_office_report()           # <reports_dir>/quality/office.html: the quality office's report
+
 Importing this package does not import Great Expectations (about 3 s); running rules does.
 """
 
 from quality.catalogue import Rule, RuleFile, load_catalogue, load_rules_file
 from quality.errors import QualityError
-from quality.gate import GateDecision, gate_run, record_override
+from quality.gate import GateDecision, GateRun, gate_pending, gate_run, record_override
+from quality.office import write_office_report
 from quality.rectification import write_rectification_lists
 from quality.report import write_report
 from quality.runner import (
@@ -47,5 +52,6 @@ __all__ = [
     "PASS", "FAIL", "ERROR", "NOT_APPLICABLE",
     "run_dataset_rules", "run_bronze_rules", "score_institutions", "platform_pass_rate",
     "GroupResult", "BatchScore", "InstitutionScore", "DatasetRun", "BronzeRun",
-    "write_rectification_lists", "gate_run", "record_override", "GateDecision",
+    "write_rectification_lists", "gate_run", "record_override", "GateDecision", "GateRun", "gate_pending",
+    "write_office_report",
 ]

@@ -13,6 +13,7 @@ Format (see ``quality/rules/README.md``)::
         threshold: 1.0                    # pass when rows passing / rows checked >= threshold (default 0.95)
         element: id_number                # optional: the data element a rectification list shows
                                           # (default: kwargs.column)
+        fix: 核对身份证号码后重新报送         # optional: suggested fix on the rectification list (整改建议)
 
 Structural mistakes (a missing field, an unknown dimension or expectation, a duplicate id) raise
 ``QualityError`` when the file is loaded. Mistakes only the database can see (a missing column, a
@@ -31,20 +32,38 @@ import yaml
 
 from quality.errors import QualityError
 
-__all__ = ["Rule", "RuleFile", "RULES_DIR", "DIMENSIONS", "SEVERITIES", "DEFAULT_THRESHOLD",
+__all__ = ["Rule", "RuleFile", "RULES_DIR", "DIMENSIONS", "SEVERITIES", "DEFAULT_THRESHOLD", "gate_threshold",
            "load_rules_file", "load_catalogue", "parse_rules", "expectation_class"]
 
 RULES_DIR = Path(__file__).with_name("rules")
 DIMENSIONS = ("completeness", "validity", "consistency", "uniqueness", "timeliness", "plausibility")
 SEVERITIES = ("critical", "major", "minor")
 DEFAULT_THRESHOLD = 0.95
+THRESHOLD_ENV = "HEALTHLAKE_QUALITY_THRESHOLD"
+
+
+def gate_threshold() -> float:
+    """The platform's batch threshold (合格率 a batch needs to be promoted): ``HEALTHLAKE_QUALITY_THRESHOLD``
+    (a share, 0–1), else 95 %. A feed's ``quality_threshold`` in the registry overrides it for that feed."""
+    import os
+
+    raw = os.environ.get(THRESHOLD_ENV)
+    if raw in (None, ""):
+        return DEFAULT_THRESHOLD
+    try:
+        value = float(raw)
+    except ValueError:
+        raise QualityError(f"{THRESHOLD_ENV}={raw!r} is not a number; give a share between 0 and 1 (e.g. 0.95)") from None
+    if not 0 <= value <= 1:
+        raise QualityError(f"{THRESHOLD_ENV}={raw!r} must be between 0 and 1 (a share, e.g. 0.95 for 95 %)")
+    return value
 # GX's own success criterion; ours is the rule's threshold over row-level counts.
 _FORBIDDEN_KWARGS = {"mostly": "use the rule's `threshold` instead of `mostly`",
                      "result_format": "the runner chooses the result format",
                      "meta": "the runner sets `meta`"}
 _ID = re.compile(r"^[A-Z][A-Z0-9]*-[0-9]{3,}$")
 _RULE_FIELDS = {"id", "name", "dimension", "severity", "expectation", "kwargs", "threshold", "description",
-                "element"}
+                "element", "fix"}
 
 
 @dataclass(frozen=True)
@@ -58,6 +77,7 @@ class Rule:
     threshold: float = DEFAULT_THRESHOLD
     description: str | None = None
     element: str | None = None            # the data element the rule is about (rectification lists)
+    fix: str | None = None                # suggested fix for the institution (整改建议); default by expectation
 
     @property
     def field(self) -> str | None:
@@ -131,7 +151,8 @@ def _parse_rule(item: Mapping[str, Any], where: str) -> Rule:
     rule = Rule(id=str(item["id"]), name=str(item["name"]), dimension=str(item["dimension"]),
                 severity=str(item["severity"]), expectation=_snake(str(item["expectation"])),
                 kwargs=dict(kwargs), threshold=threshold, description=item.get("description"),
-                element=None if item.get("element") is None else str(item["element"]))
+                element=None if item.get("element") is None else str(item["element"]),
+                fix=None if item.get("fix") is None else str(item["fix"]))
     _check_rule(rule, where)
     return rule
 

@@ -31,8 +31,9 @@ from healthlake.lake import LAKE, connect
 from quality.errors import QualityError
 from quality.runner import FAIL, NOT_APPLICABLE, PASS
 
-__all__ = ["GateDecision", "decide", "gate_run", "record_override", "load_overrides", "current_decisions_sql",
-           "PROMOTED", "HELD", "OVERRIDE_TABLE", "GATE_TABLE"]
+__all__ = ["GateDecision", "GateRun", "decide", "gate_run", "gate_pending", "pending_batches", "record_override",
+           "load_overrides", "current_decisions", "current_decisions_sql", "PROMOTED", "HELD", "OVERRIDE_TABLE",
+           "GATE_TABLE"]
 
 PROMOTED, HELD = "promoted", "held"
 OVERRIDE_TABLE = "quality.batch_override"
@@ -93,18 +94,52 @@ def _ensure(con, table: str, columns) -> None:
 
 def record_override(batch_id: str, decided_by: str, reason: str, settings: Settings | None = None,
                     con=None) -> datetime:
-    """Record that ``decided_by`` releases held batch ``batch_id`` because ``reason``; both required."""
+    """Record that ``decided_by`` releases held batch ``batch_id`` because ``reason``; both required.
+
+    The override is kept in ``quality.batch_override`` and takes effect at once: a ``promoted`` row
+    (reason 人工放行, ``override_by``) is appended to ``quality.batch_gate``, so the next dbt run reads
+    the batch. Only a batch whose current decision is ``held`` can be released.
+    """
     if not (batch_id and str(batch_id).strip()):
         raise QualityError("an override needs the batch_id it releases")
     if not (decided_by and str(decided_by).strip()) or not (reason and str(reason).strip()):
         raise QualityError("an override must say who decided (decided_by) and why (reason)")
+    batch_id, decided_by, reason = str(batch_id).strip(), str(decided_by).strip(), str(reason).strip()
     at = datetime.now(timezone.utc)
     own = con is None
     con = con or connect(settings or load_settings())
     try:
+        _ensure(con, GATE_TABLE, GATE_COLUMNS)
+        current = con.execute(f"SELECT * FROM ({current_decisions_sql(full=True)}) WHERE batch_id = ?",
+                              [batch_id]).fetchall()
+        if not current:
+            held = [b for (b,) in con.execute(
+                f"SELECT batch_id FROM ({current_decisions_sql()}) WHERE decision = '{HELD}' ORDER BY 1").fetchall()]
+            import difflib
+
+            close = difflib.get_close_matches(batch_id, held, n=1, cutoff=0.5)
+            raise QualityError(f"batch {batch_id} has no gate decision"
+                               + (f" (did you mean {close[0]}?)" if close else "")
+                               + f"; held batches: {', '.join(held[:10]) or 'none'}"
+                               + (" …" if len(held) > 10 else ""))
+        names = [n for n, _ in GATE_COLUMNS]
+        row = dict(zip(names, current[0]))
+        if row["decision"] != HELD:
+            raise QualityError(f"batch {batch_id} is not held (current decision: {row['decision']}, "
+                               f"{row['reason']}); there is nothing to release")
         _ensure(con, OVERRIDE_TABLE, OVERRIDE_COLUMNS)
-        con.execute(f"INSERT INTO {LAKE}.{OVERRIDE_TABLE} VALUES (?, ?, ?, ?)",
-                    [str(batch_id), str(decided_by).strip(), str(reason).strip(), at])
+        rate = "—" if row["pass_rate"] is None else f"{row['pass_rate'] * 100:.2f}%"
+        con.execute("BEGIN")
+        try:
+            con.execute(f"INSERT INTO {LAKE}.{OVERRIDE_TABLE} VALUES (?, ?, ?, ?)", [batch_id, decided_by, reason, at])
+            con.execute(f"INSERT INTO {LAKE}.{GATE_TABLE} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
+                        [*[{**row, "run_id": "override", "decided_at": at, "decision": PROMOTED,
+                            "reason": f"人工放行（{decided_by}）：{reason}；合格率 {rate}",
+                            "override_by": decided_by}[n] for n in names]])
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
     finally:
         if own:
             con.close()
@@ -134,9 +169,117 @@ def gate_run(run, settings: Settings | None = None, *, store: bool = True) -> li
     return decisions
 
 
-def current_decisions_sql() -> str:
-    """SQL: the latest decision per batch (batch_id, institution_code, feed, dataset, decision, reason)."""
+def current_decisions_sql(full: bool = False) -> str:
+    """SQL: the latest decision per batch (batch_id, institution_code, feed, dataset, decision, reason).
+
+    ``full``: every column of ``quality.batch_gate`` (its latest row per batch).
+    """
+    if full:
+        return (f"SELECT * FROM {LAKE}.{GATE_TABLE} "
+                f"QUALIFY row_number() OVER (PARTITION BY batch_id ORDER BY decided_at DESC) = 1")
     return (f"SELECT batch_id, arg_max(institution_code, decided_at) AS institution_code, "
             f"arg_max(feed, decided_at) AS feed, arg_max(dataset, decided_at) AS dataset, "
             f"arg_max(decision, decided_at) AS decision, arg_max(reason, decided_at) AS reason "
             f"FROM {LAKE}.{GATE_TABLE} GROUP BY batch_id")
+
+
+def current_decisions(con) -> list[dict]:
+    """The current decision of every gated batch, as dicts of ``GATE_COLUMNS`` (none before the gate ran)."""
+    if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND schema_name = 'quality' "
+                       "AND table_name = 'batch_gate'", [LAKE]).fetchone()[0]:
+        return []
+    names = [n for n, _ in GATE_COLUMNS]
+    return [dict(zip(names, r)) for r in con.execute(
+        f"SELECT {', '.join(names)} FROM ({current_decisions_sql(full=True)}) ORDER BY dataset, institution_code, batch_id"
+    ).fetchall()]
+
+
+def pending_batches(con) -> dict[str, list[str]]:
+    """dataset → batch ids to gate now: loaded batches never decided, and batches currently held.
+
+    Promoted batches are not re-decided (the marts stay stable); held ones are, so that a changed
+    rule, threshold or override is applied on the next run.
+    """
+    _ensure(con, GATE_TABLE, GATE_COLUMNS)
+    rows = con.execute(
+        f"SELECT b.dataset, b.batch_id FROM {LAKE}.ops.ingest_batch b "
+        f"LEFT JOIN ({current_decisions_sql()}) g USING (batch_id) "
+        f"WHERE b.status = 'loaded' AND (g.decision IS NULL OR g.decision = '{HELD}') "
+        f"ORDER BY 1, 2").fetchall()
+    out: dict[str, list[str]] = {}
+    for dataset, batch in rows:
+        out.setdefault(dataset, []).append(batch)
+    return out
+
+
+@dataclass
+class GateRun:
+    """One gate pass: the scoring run of the pending batches and the decisions taken."""
+    run: object | None                       # scoring.BronzeRun of the pending batches (None: nothing pending)
+    decisions: list[GateDecision]
+    current: list[dict]                      # every batch's current decision after this pass
+    rectification: dict[str, object]         # institution_code → xlsx path (institutions with held batches)
+
+    @property
+    def held(self) -> list[dict]:
+        return [d for d in self.current if d["decision"] == HELD]
+
+    def undecided(self, con) -> dict[str, list[str]]:
+        """dataset → loaded batches without any decision (the gate could not decide them)."""
+        rows = con.execute(
+            f"SELECT b.dataset, b.batch_id FROM {LAKE}.ops.ingest_batch b "
+            f"LEFT JOIN ({current_decisions_sql()}) g USING (batch_id) WHERE b.status = 'loaded' "
+            f"AND g.decision IS NULL").fetchall()
+        out: dict[str, list[str]] = {}
+        for dataset, batch in rows:
+            out.setdefault(dataset, []).append(batch)
+        return out
+
+
+def _promote_unruled(s: Settings, pending: Mapping[str, list[str]]) -> list[GateDecision]:
+    from quality.scoring import _store
+
+    ids = [b for bs in pending.values() for b in bs]
+    with contextlib.closing(connect(s)) as con:
+        rows = con.execute(f"SELECT dataset, institution_code, feed, batch_id, rows_loaded FROM {LAKE}.ops.ingest_batch "
+                           f"WHERE batch_id IN (SELECT unnest(?::VARCHAR[]))", [ids]).fetchall()
+        decisions = [GateDecision(d, i, f, b, n or 0, None, 0.0, NOT_APPLICABLE, PROMOTED,
+                                  f"数据集 {d} 暂无质控规则，直接放行") for d, i, f, b, n in rows]
+        _ensure(con, GATE_TABLE, GATE_COLUMNS)
+        at = datetime.now(timezone.utc)
+        _store(con, GATE_TABLE, GATE_COLUMNS, [{"run_id": "no-rules", "decided_at": at, **asdict(d)} for d in decisions])
+    return decisions
+
+
+def gate_pending(settings: Settings | None = None, *, registry=None, rectification: bool = True) -> GateRun:
+    """Score and decide every pending batch (``pending_batches``): what runs after each ingest.
+
+    Held batches' institutions get their rectification lists (整改清单) rewritten.
+    """
+    from quality.scoring import bronze_datasets, run_bronze_rules
+
+    s = settings or load_settings()
+    with contextlib.closing(connect(s)) as con:
+        has_ops = con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND schema_name = 'ops' "
+            "AND table_name = 'ingest_batch'", [LAKE]).fetchone()[0]
+        pending = pending_batches(con) if has_ops else {}
+    with_rules = set(bronze_datasets())
+    no_rules = {d: b for d, b in pending.items() if d not in with_rules}
+    pending = {d: b for d, b in pending.items() if d in with_rules}
+    run, decisions, lists = None, [], {}
+    if no_rules:
+        # A data set without a rules file has nothing to hold its batches on: promoted, and said so.
+        decisions += _promote_unruled(s, no_rules)
+    if pending:
+        run = run_bronze_rules(sorted(pending), [b for bs in pending.values() for b in bs], s, registry=registry)
+        decisions += gate_run(run, s)
+        held_codes = sorted({d.institution_code for d in decisions if d.decision == HELD})
+        if rectification and held_codes:
+            from quality.rectification import write_rectification_lists
+
+            lists = write_rectification_lists(run, s, institution_codes=held_codes,
+                                              batch_ids=[b.batch_id for b in run.batches])
+    with contextlib.closing(connect(s)) as con:
+        current = current_decisions(con)
+    return GateRun(run, decisions, current, lists)

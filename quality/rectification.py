@@ -31,12 +31,12 @@ from healthlake.lake import LAKE, connect
 from quality.catalogue import Rule
 from quality.errors import QualityError
 
-__all__ = ["write_rectification_lists", "rectification_rows", "mask_value", "rectification_dir",
+__all__ = ["write_rectification_lists", "rectification_rows", "mask_value", "rectification_dir", "suggest_fix",
            "LIST_HEADERS", "SUMMARY_SHEET", "LIST_SHEET", "MAX_ROWS"]
 
 SUMMARY_SHEET, LIST_SHEET = "汇总", "整改清单"
 LIST_HEADERS = ("数据集", "数据集名称", "源文件", "行号", "业务主键", "规则编号", "规则名称", "严重程度",
-                "维度", "字段", "字段名称", "值", "原因")
+                "维度", "字段", "字段名称", "值", "原因", "整改建议")
 MAX_ROWS = 200_000
 MASK_LEVEL = 4
 SEVERITY_ZH = {"critical": "严重", "major": "重要", "minor": "一般"}
@@ -60,6 +60,35 @@ def mask_value(element: str | None, value) -> str | None:
     if element == "name":
         return v[:1] + "*" * max(1, len(v) - 1)
     return v[:2] + "***" if len(v) > 2 else "*" * len(v)
+
+
+_FIX_BY_EXPECTATION = {
+    "expect_column_values_to_not_be_null": "补录「{f}」（必填项），在源系统中完善后重新报送",
+    "expect_column_values_to_be_in_set": "按国家/行业标准代码表填写「{f}」，修正源系统字典映射后重新报送",
+    "expect_column_values_to_match_regex": "按标准格式填写「{f}」，检查源系统录入校验与导出格式",
+    "expect_column_values_to_not_match_regex": "按标准格式填写「{f}」，检查源系统录入校验与导出格式",
+    "expect_column_values_to_be_unique": "删除重复记录或更正「{f}」，保证业务主键唯一",
+    "expect_column_values_to_be_between": "核实「{f}」数值是否录入错误（单位、小数点），更正后重新报送",
+    "expect_column_value_lengths_to_be_between": "按标准长度填写「{f}」",
+    "expect_column_value_lengths_to_equal": "按标准长度填写「{f}」",
+}
+_FIX_BY_DIMENSION = {
+    "completeness": "补录「{f}」后重新报送",
+    "validity": "按标准填写「{f}」（格式、代码表），更正后重新报送",
+    "consistency": "核对「{f}」与相关字段（日期先后、身份证号派生信息、关联记录）是否一致，更正后重新报送",
+    "uniqueness": "删除重复记录，保证业务主键唯一后重新报送",
+    "timeliness": "按注册表约定的报送周期及时报送，检查前置机抽取任务",
+    "plausibility": "核实「{f}」是否录入错误（单位、数量级、未来日期），更正后重新报送",
+}
+
+
+def suggest_fix(rule: Rule, field_zh: str | None = None) -> str:
+    """整改建议 of a rule: its own ``fix``, else one by expectation, else by dimension."""
+    if rule.fix:
+        return rule.fix
+    f = field_zh or rule.field or "相关字段"
+    template = _FIX_BY_EXPECTATION.get(rule.expectation) or _FIX_BY_DIMENSION.get(rule.dimension, "核实后更正并重新报送")
+    return template.format(f=f)
 
 
 def rectification_rows(con, dataset: str, rules: Sequence[Rule], institution_codes: Sequence[str] | None = None,
@@ -100,6 +129,7 @@ def rectification_rows(con, dataset: str, rules: Sequence[Rule], institution_cod
             except Exception as e:  # a rule that cannot run is reported by the scoring, not listed here
                 raise QualityError(f"{rule.id}: cannot list failing rows: {e}") from None
             reason = f"未通过规则「{rule.name}」" + (f"：{rule.description}" if rule.description else "")
+            fix = suggest_fix(rule, zh.get(field) if field else None)
             for inst, src, row, bkey, value in rows:
                 if field and value is not None and levels.get(field, 0) >= MASK_LEVEL:
                     value = mask_value(field, value)
@@ -109,7 +139,7 @@ def rectification_rows(con, dataset: str, rules: Sequence[Rule], institution_cod
                             SEVERITY_ZH.get(rule.severity, rule.severity),
                             DIMENSION_ZH.get(rule.dimension, rule.dimension),
                             field or "（整行）", zh.get(field, "整条记录") if field else "整条记录",
-                            value, reason))
+                            value, reason, fix))
     finally:
         con.execute(f"DROP VIEW IF EXISTS {view}")
     return out
@@ -156,6 +186,10 @@ def write_rectification_lists(run=None, settings: Settings | None = None, *,
     from quality.report import CHINA_TZ
 
     generated = datetime.now(timezone.utc).astimezone(CHINA_TZ).strftime("%Y-%m-%d %H:%M:%S（北京时间）")
+    from catalog.standard import get_dataset
+
+    rule_by_id: dict[tuple[str, str], Rule] = {}
+    zh_by_dataset: dict[str, dict[str, str]] = {}
     for code in codes:
         rows = sorted(rows_by_inst.get(code, []), key=lambda r: (r[0], r[2], r[3], r[5]))
         wb = Workbook()
@@ -175,7 +209,7 @@ def write_rectification_lists(run=None, settings: Settings | None = None, *,
             summary.append([k, v])
             summary.cell(row=summary.max_row, column=1).font = bold
         summary.append([])
-        header = ["数据集", "规则编号", "规则名称", "维度", "严重程度", "检查行数", "不合格行数", "合格率（%）", "阈值（%）", "状态"]
+        header = ["数据集", "规则编号", "规则名称", "维度", "严重程度", "检查行数", "不合格行数", "合格率（%）", "阈值（%）", "状态", "整改建议"]
         summary.append(header)
         for c in summary[summary.max_row]:
             c.font, c.fill = bold, head_fill
@@ -189,11 +223,16 @@ def write_rectification_lists(run=None, settings: Settings | None = None, *,
                 acc[2] += g.rows_failed or 0
                 acc[3] = acc[3] or g.status == "ERROR"
         for (dataset, rid), (g, checked, failed, errored) in sorted(per_rule.items()):
+            if (dataset, rid) not in rule_by_id:
+                rule_by_id.update({(dataset, r.id): r for r in rules_for_dataset(dataset).rules})
+                zh_by_dataset[dataset] = {e.name: e.zh for e in get_dataset(dataset).elements}
             rate = (checked - failed) / checked if checked else None
             status = "执行出错" if errored else ("通过" if rate is not None and rate >= g.threshold - 1e-12 else "不通过")
             summary.append([dataset, rid, g.rule_name, DIMENSION_ZH.get(g.dimension, g.dimension),
                             SEVERITY_ZH.get(g.severity, g.severity), checked, failed,
-                            None if rate is None else round(rate * 100, 2), round(g.threshold * 100, 2), status])
+                            None if rate is None else round(rate * 100, 2), round(g.threshold * 100, 2), status,
+                            suggest_fix(rule_by_id[(dataset, rid)], zh_by_dataset[dataset].get(
+                                rule_by_id[(dataset, rid)].field)) if failed else ""])
         summary.column_dimensions["A"].width = 24
         summary.column_dimensions["B"].width = 36
         summary.column_dimensions["C"].width = 48
@@ -204,7 +243,7 @@ def write_rectification_lists(run=None, settings: Settings | None = None, *,
         for row in rows[:MAX_ROWS]:
             sheet.append(list(row))
         sheet.freeze_panes = "A2"
-        for col, width in zip("ABCDEFGHIJKLM", (14, 16, 44, 8, 22, 11, 40, 9, 8, 22, 18, 22, 60)):
+        for col, width in zip("ABCDEFGHIJKLMN", (14, 16, 44, 8, 22, 11, 40, 9, 8, 22, 18, 22, 60, 60)):
             sheet.column_dimensions[col].width = width
         path = out_dir / f"{code}.xlsx"
         wb.save(path)

@@ -165,12 +165,14 @@ def _interpret(table: str, rule: Rule, gx_result, row_count: int) -> RuleResult:
 
 
 def run_table_rules(table: str, rules: str | Path | RuleFile | Iterable[Rule | Mapping[str, Any]],
-                    settings: Settings | None = None, context=None) -> list[RuleResult]:
+                    settings: Settings | None = None, context=None, *, docs_run_id: str | None = None) -> list[RuleResult]:
     """Evaluate ``rules`` on lake table ``table`` ('<schema>.<table>'); one RuleResult per rule, in order.
 
     ``rules`` is a rules file path, a loaded RuleFile, or a list of Rule objects / rule dicts. All
     rules run as one GX suite on one read-only DuckDB connection (GX bundles the column metrics of a
     table into few scans); a rule that fails to evaluate is ERROR and the others still run.
+    ``docs_run_id``: also write this validation's GX Data Docs page (self-contained, see
+    ``quality.data_docs``) under that run id.
     """
     import great_expectations as gx
 
@@ -205,6 +207,13 @@ def run_table_rules(table: str, rules: str | Path | RuleFile | Iterable[Rule | M
             if len(failed) > 1:
                 for rid in failed:
                     by_id[rid] = batch.validate(expectations[rid], result_format=_RESULT_FORMAT)
+            if docs_run_id is not None:
+                try:
+                    from quality.data_docs import write_data_docs
+
+                    write_data_docs(outcome, table, docs_run_id, settings=settings)
+                except Exception as e:  # noqa: BLE001 - the docs are a view of the result, never its cause
+                    log.warning("quality: could not write the Data Docs of %s: %s", table, _short(e))
     except Exception as e:  # the table is missing or unreadable: every rule is ERROR
         message = f"无法读取表 {table}：{_short(getattr(e, 'cause', None) or e)}"
         log.warning("quality: %s", message)

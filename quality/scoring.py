@@ -39,7 +39,7 @@ from typing import Any, Iterable, Sequence
 
 from healthlake.config import Settings, settings as load_settings
 from healthlake.lake import LAKE, connect
-from quality.catalogue import DEFAULT_THRESHOLD, RULES_DIR, Rule, RuleFile, load_rules_file
+from quality.catalogue import DEFAULT_THRESHOLD, RULES_DIR, Rule, RuleFile, gate_threshold, load_rules_file
 from quality.errors import QualityError
 from quality.runner import ERROR, FAIL, NOT_APPLICABLE, PASS, RuleResult, _short
 
@@ -331,6 +331,7 @@ def run_dataset_rules(dataset: str, batch_ids: Sequence[str] | None = None, sett
         t0 = time.perf_counter()
         batches = _scope_batches(con, dataset, batch_ids)
         thresholds = _feed_thresholds(con)
+        default = gate_threshold()
         ids = [b[0] for b in batches]
         con.execute(f"CREATE OR REPLACE TEMP VIEW {SCOPE_VIEW} AS SELECT * FROM {LAKE}.bronze.{dataset}"
                     + ("" if batch_ids is None else
@@ -382,7 +383,7 @@ def run_dataset_rules(dataset: str, batch_ids: Sequence[str] | None = None, sett
                     status = PASS if rate >= threshold - 1e-12 else FAIL
                     results.append(GroupResult(**base, rows_failed=n, pass_rate=rate, status=status,
                                                message=f"检查 {rows} 行，不合格 {n} 行，合格率 {rate * 100:.2f}%"))
-            threshold = thresholds.get((inst, feed), DEFAULT_THRESHOLD)
+            threshold = thresholds.get((inst, feed), default)
             n_fail, which = crit_fail.get(batch_id, (0, []))
             crit_errors = [r for r in critical if r in errors]
             if rows == 0:
@@ -471,9 +472,10 @@ def platform_pass_rate(institutions: Iterable[InstitutionScore]) -> float | None
 
 def run_bronze_rules(datasets: Sequence[str] | None = None, batch_ids: Sequence[str] | None = None,
                      settings: Settings | None = None, *, store: bool = True, gx: bool = False,
-                     threshold: float = DEFAULT_THRESHOLD, registry=None) -> BronzeRun:
+                     threshold: float | None = None, registry=None) -> BronzeRun:
     """Every bronze data set with rules (or ``datasets``), one run id; stores institution scores too."""
     s = settings or load_settings()
+    threshold = gate_threshold() if threshold is None else threshold
     run_id, run_at = uuid.uuid4().hex, datetime.now(timezone.utc)
     names = list(datasets) if datasets is not None else bronze_datasets()
     runs: dict[str, DatasetRun] = {}

@@ -20,10 +20,14 @@ RESIDENTS, DAYS, SEED = 400, 2, 7
 def city_lake(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     saved = {k: os.environ.get(k) for k in ("HEALTHLAKE_ROOT", "HEALTHLAKE_LANDING", "HEALTHLAKE_CATALOG",
-                                            "HEALTHLAKE_DATA_PATH", "HEALTHLAKE_REGISTRY", "DAGSTER_HOME")}
+                                            "HEALTHLAKE_DATA_PATH", "HEALTHLAKE_REGISTRY", "DAGSTER_HOME",
+                                            "HEALTHLAKE_QUALITY_THRESHOLD")}
     for k in saved:
         os.environ.pop(k, None)
     os.environ["HEALTHLAKE_ROOT"] = str(root / "root")
+    # The marts are compared with the generator's truth over every loadable row: the quality gate
+    # promotes every batch here (threshold 0); holding batches back is tested in test_quality_gate.py.
+    os.environ["HEALTHLAKE_QUALITY_THRESHOLD"] = "0"
     from healthlake.cli import run_all_assets
     from synthetic import generate_city
 

@@ -50,15 +50,22 @@ PERSONS = [
     (None, "2", ID5, "1960-06-06"),              # null key
 ]
 ENCOUNTERS = [
-    # encounter_key, visit_at, visit_type_code, discharge_at
-    ("E1", "2026-01-01 08:00", "1", None),
-    ("E2", "2026-01-01 09:00", "2", None),
-    ("E3", "2026-01-02 10:00", "3", "2026-01-05 10:00"),
-    ("E3", "2026-01-03 10:00", "9", None),       # duplicate key
-    ("E5", None, "4", "2026-01-05 10:00"),       # visit_at null (not a consistency failure); bad type
-    ("E6", "2026-01-04 10:00", "1", "2026-01-04 10:00"),   # same instant: consistent
-    ("E7", "2026-01-04 11:00", None, None),
-    ("E8", "2026-01-06 10:00", "3", "2026-01-05 09:00"),   # discharged before admission
+    # encounter_key, visit_at, visit_type_code, discharge_at, person_key, practitioner_key
+    ("E1", "2026-01-01 08:00", "1", None, "P01", "K1"),
+    ("E2", "2026-01-01 09:00", "2", None, "P08", None),
+    ("E3", "2026-01-02 10:00", "3", "2026-01-05 10:00", "P03", None),
+    ("E3", "2026-01-03 10:00", "9", None, "ZZZ", None),       # duplicate key; person not in dim_person
+    ("E5", None, "4", "2026-01-05 10:00", None, None),  # visit_at null (not a consistency failure); bad type
+    ("E6", "2026-01-04 10:00", "1", "2026-01-04 10:00", "P09", None),   # same instant: consistent
+    ("E7", "2026-01-04 11:00", None, None, "P09", None),
+    ("E8", "2026-01-06 10:00", "3", "2026-01-05 09:00", "P05", "K9"),   # discharged before admission; unknown doctor
+]
+PRACTITIONERS = [
+    # practitioner_key, institution_code, sex_code
+    ("K1", "I1", "1"),
+    ("K2", "I9", "2"),            # institution not registered
+    ("K2", "I1", "M"),            # duplicate key; sex code outside the value set
+    ("K4", None, "0"),            # no institution
 ]
 INSTITUTIONS = [
     ("I1", "511002"), ("I2", "510100"), ("I2", "5110021"), ("I4", None), ("I5", "511011"),
@@ -87,11 +94,14 @@ def lake(tmp_path_factory):
                         "id_number VARCHAR, birth_date DATE)")
             con.execute(f"INSERT INTO population.dim_person VALUES {_sql_rows(PERSONS)}")
             con.execute("CREATE TABLE emr.fct_encounter (encounter_key VARCHAR, visit_at TIMESTAMP, "
-                        "visit_type_code VARCHAR, discharge_at TIMESTAMP)")
+                        "visit_type_code VARCHAR, discharge_at TIMESTAMP, person_key VARCHAR, practitioner_key VARCHAR)")
             con.execute(f"INSERT INTO emr.fct_encounter VALUES {_sql_rows(ENCOUNTERS)}")
             con.execute("CREATE TABLE health_record.dim_health_record (record_key VARCHAR, created_date DATE)")
             con.execute("CREATE TABLE resource.dim_institution (institution_code VARCHAR, division_code VARCHAR)")
             con.execute(f"INSERT INTO resource.dim_institution VALUES {_sql_rows(INSTITUTIONS)}")
+            con.execute("CREATE TABLE resource.dim_practitioner (practitioner_key VARCHAR, institution_code VARCHAR, "
+                        "sex_code VARCHAR)")
+            con.execute(f"INSERT INTO resource.dim_practitioner VALUES {_sql_rows(PRACTITIONERS)}")
         yield s
 
 
@@ -172,6 +182,10 @@ def test_encounter_rules_exact_counts(lake):
         "EMR-003": (FAIL, 8, 1),    # visit_at null
         "EMR-004": (FAIL, 8, 1),    # '4'; the null type is not checked
         "EMR-005": (FAIL, 8, 1),    # UnexpectedRowsExpectation: E8 discharged before admission
+        "EMR-006": (FAIL, 8, 1),    # FK to population.dim_person: ZZZ; the null person_key is not checked
+        "EMR-007": (PASS, 8, 0),    # no visit before the person's birth
+        "EMR-008": (PASS, 8, 0),    # no visit in the future
+        "EMR-009": (FAIL, 8, 1),    # FK to resource.dim_practitioner: K9
     }
     assert by_id(results)["EMR-005"].pass_rate == pytest.approx(7 / 8)
 
@@ -183,6 +197,36 @@ def test_institution_rules_exact_counts(lake):
         "RES-002": (FAIL, 5, 2),
         "RES-003": (FAIL, 5, 2),    # 510100 is another city; 5110021 has seven digits
     }
+
+
+def test_practitioner_rules_exact_counts(lake):
+    results = run_table_rules("resource.dim_practitioner", RULES_DIR / "resource.dim_practitioner.yaml", settings=lake)
+    assert counts(results) == {
+        "RES-101": (PASS, 4, 0),
+        "RES-102": (FAIL, 4, 2),    # K2 twice
+        "RES-103": (FAIL, 4, 2),    # FK to resource.dim_institution: I9 and the null institution
+        "RES-104": (FAIL, 4, 1),    # 'M'
+    }
+
+
+def test_every_validation_gets_self_contained_data_docs(lake):
+    from quality.data_docs import EXTERNAL_URL, data_docs_dir
+
+    results = run_table_rules("emr.fct_encounter", RULES_DIR / "emr.fct_encounter.yaml", settings=lake,
+                              docs_run_id="run-docs-1")
+    assert len(results) == 9
+    page_path = data_docs_dir(lake) / "emr.fct_encounter" / "run-docs-1.html"
+    page = page_path.read_text(encoding="utf-8")
+    # GX's own rendering of this validation: the suite, its statistics and the expectations
+    for text in ("healthlake:emr.fct_encounter", "Evaluated Expectations", "discharge_at", "visit_type_code",
+                 "GX 数据文档"):
+        assert text in page, text
+    # readable offline: no CDN stylesheet or script, no outbound link or image, no script at all
+    assert not EXTERNAL_URL.search(page)
+    assert "<script" not in page.lower() and "<link" not in page.lower()
+    assert "<style>" in page
+    index = (data_docs_dir(lake) / "index.html").read_text(encoding="utf-8")
+    assert "emr.fct_encounter/run-docs-1.html" in index and not EXTERNAL_URL.search(index)
 
 
 def test_threshold_boundary_and_completeness_counts_nulls(lake):
@@ -294,17 +338,18 @@ def test_rules_file_for_another_table_is_refused(lake):
 def test_run_all_stores_results_and_appends(lake):
     first = run_all(settings=lake)
     assert sorted(first.tables_run) == ["emr.fct_encounter", "health_record.dim_health_record",
-                                        "population.dim_person", "resource.dim_institution"]
+                                        "population.dim_person", "resource.dim_institution",
+                                        "resource.dim_practitioner"]
     # the bronze rules files' tables are not in this mart-only lake
     assert first.tables_skipped and all(t.startswith("bronze.") for t in first.tables_skipped)
-    assert len(first.results) == 6 + 5 + 3 + 3
+    assert len(first.results) == 6 + 9 + 3 + 3 + 4
     second = run_all(settings=lake)
     assert second.run_id != first.run_id
     with contextlib.closing(connect(lake, read_only=True)) as con:
         stored = con.execute(
             "SELECT run_id, count(*), count(*) FILTER (status = 'NOT_APPLICABLE') FROM quality.rule_result "
             "WHERE run_id IN (?, ?) GROUP BY run_id ORDER BY 1", [first.run_id, second.run_id]).fetchall()
-        assert sorted(stored) == sorted([(first.run_id, 17, 3), (second.run_id, 17, 3)])
+        assert sorted(stored) == sorted([(first.run_id, 25, 3), (second.run_id, 25, 3)])
         row = con.execute(
             "SELECT table_name, rule_name, dimension, severity, status, rows_checked, rows_failed, pass_rate, "
             "threshold, message, typeof(run_at) FROM quality.rule_result WHERE run_id = ? AND rule_id = 'POP-006'",

@@ -275,6 +275,12 @@ def test_rectification_list_for_a_dirty_institution(city):
     ids = [r[h["值"]] for r in body if r[h["字段"]] == "id_number" and r[h["值"]]]
     assert ids and all(v[6:14] == "********" and len(v) == 18 for v in ids)
     assert all(r[h["规则名称"]] and r[h["原因"]].startswith("未通过规则") for r in body)
+    assert all(r[h["整改建议"]] for r in body)                  # every line says what to do
+    summary_rows = list(wb["汇总"].iter_rows(values_only=True))
+    head = next(i for i, r in enumerate(summary_rows) if r and r[0] == "数据集")
+    cols = summary_rows[head]
+    failing = [r for r in summary_rows[head + 1:] if r and r[cols.index("不合格行数")]]
+    assert failing and all(r[cols.index("整改建议")] for r in failing)
 
 
 def test_masking():
@@ -337,3 +343,35 @@ def test_per_feed_threshold_from_the_registry(city):
         assert (b.threshold, b.status) == (0.5, PASS)
     finally:
         run_dataset_rules(worst.dataset, [worst.batch_id], s, store=False)   # restore the reference tables
+
+
+# --- the quality office's report ----------------------------------------------------------------------
+
+def test_office_report_from_the_stored_history(city):
+    from quality.data_docs import EXTERNAL_URL
+    from quality.gate import gate_run
+    from quality.office import write_office_report
+
+    s, run, _ = city
+    gate_run(run, s)
+    out = write_office_report(s, rectification=False)
+    assert out.report == s.reports_dir / "quality" / "office.html"
+    page = out.report.read_text(encoding="utf-8")
+    for text in ("平台概况", "平台数据质量合格率", "机构排名", "质量维度", "严重程度", "问题最多的规则", "趋势",
+                 "按数据日期", "闸门", "<svg", "完整性", "严重"):
+        assert text in page, text
+    # the platform's figure is the share of institutions at or above the threshold, as scored
+    assert f"{run.platform_pass_rate * 100:.2f}%" in page
+    assert f"{sum(i.meets_threshold for i in run.institutions)} / {len(run.institutions)}" in page
+    worst = min(run.institutions, key=lambda i: i.pass_rate)
+    assert worst.institution_code in page and f"{worst.pass_rate * 100:.2f}%" in page
+    # the institutions are ranked best first
+    order = [i["institution_code"] for i in out.data["institutions"]]
+    rates = [i["pass_rate"] for i in out.data["institutions"]]
+    assert rates == sorted(rates, reverse=True) and set(order) == {i.institution_code for i in run.institutions}
+    # sample failing rows name file and row; ID numbers are masked, none appears in clear
+    assert re.search(r"\d{6}\*{8}[0-9X]{4}", page)
+    assert not re.search(r"(?<![0-9])\d{17}[0-9X](?![0-9])", page)
+    assert out.data["worst"] and ".csv" in page                   # samples name the delivered file
+    # self-contained: readable offline
+    assert not EXTERNAL_URL.search(page) and "<script" not in page and "<link" not in page

@@ -59,6 +59,9 @@ def q(s, sql, params=()):
         con.close()
 
 
+ADT = (FIXTURES / "nj001_adt_oru_zh.hl7").read_bytes().split(b"\rMSH")[0] + b"\r"
+
+
 def reference_messages() -> list[bytes]:
     return [p.read_bytes() for p in sorted(REFERENCE.glob("*.hl7"))]
 
@@ -125,8 +128,14 @@ def test_values_escapes_repetitions_components_and_lineage(lake_env):
     names = ["ms_ADT-A01-02.hl7", "ms_ORU-R01-RMGEAD.hl7", "ms_VXU-V04-01.hl7"]
     put(s, "three.hl7", b"".join((REFERENCE / n).read_bytes() for n in names))
     put(s, "zh.hl7", (FIXTURES / "nj001_adt_oru_zh.hl7").read_bytes())
-    r, zh = ingest_landing(s)
+    # the ADT again in GB18030, said by MSH-18 (the feed declares UTF-8); \X..\ is then GB18030 bytes
+    gb = ADT.decode().replace("UNICODE UTF-8", "GB 18030-2000").replace("\\XE4B8AD\\", "\\XD6D0\\")
+    put(s, "gb.hl7", gb.replace("ADT0001", "ADT0002").encode("gb18030"))
+    gb_result, r, zh = ingest_landing(s)
     assert (r.rows_read, r.rows_loaded, zh.rows_read, zh.rows_loaded, zh.rows_rejected) == (3, 3, 2, 2, 0)
+    assert (gb_result.rows_read, gb_result.rows_loaded) == (1, 1)
+    assert q(s, "SELECT name, address_text FROM bronze.person WHERE _source_file LIKE '%gb.hl7'") == [
+        ("张中三", "东兴区&椑木镇 新华路12号")]
     three = "NJ001/lis_hl7/three.hl7"
     # OBX-5 structured numeric kept as sent ('^182'), unit, range, flag; lineage: the message's ordinal
     assert q(s, "SELECT lab_result_id, patient_id, item_code, item_name, result_value, unit, reference_range, "
@@ -169,9 +178,6 @@ def test_unescape():
 
 
 # ------------------------------------------------------------------ broken messages
-
-ADT = (FIXTURES / "nj001_adt_oru_zh.hl7").read_bytes().split(b"\rMSH")[0] + b"\r"
-
 
 def _with(msh_type=b"ADT^A01^ADT_A01", control=b"ADT0001"):
     return ADT.replace(b"ADT^A01^ADT_A01", msh_type).replace(b"ADT0001", control)

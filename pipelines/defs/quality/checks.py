@@ -1,8 +1,25 @@
-"""Quality rules (GX pushed down to DuckDB) as asset checks on the marts: one check per rules file.
+"""Quality as asset checks: the batch gate on bronze (blocking) and the GX rules on the marts.
 
-A check fails when a critical rule is below its threshold or cannot be evaluated; major and
-minor rules below threshold only warn. Results are appended to lake.quality.rule_result
-under the Dagster run id, and the quality-office report is rewritten for that run.
+**The gate** (``build_gate_checks``): one step after the ingest scores every pending batch of every
+bronze data set per institution and batch (``quality.gate.gate_pending``) and records promoted /
+held in ``quality.batch_gate``; the dbt staging models read only promoted batches (the
+``quality_gate_filter`` macro), so a held batch never reaches the marts while every other batch of
+every institution does. Two checks per bronze asset report it:
+
+* ``quality_gate`` (blocking, severity ERROR): passes when every loaded batch of the data set has a
+  decision. It fails when the gate could not decide a batch; dbt then does not run at all in this
+  run (fail closed: nothing unvetted reaches the marts). A blocking check stops *all* downstream
+  assets of the step, which is why holding one institution's batch is the staging filter's job and
+  not this check's failure: the marts are one dbt step over every institution.
+* ``batches_held`` (severity ERROR, not blocking): fails while any batch of the data set is held,
+  with the held batches, their 合格率 and reasons, and the institutions' rectification lists in its
+  metadata. Release: a corrected re-delivery (a new batch that passes) or
+  ``healthlake quality override --batch ID --by NAME --reason TEXT``.
+
+**The mart rules** (``build_quality_checks``): one check per rules file of a mart. A check fails
+when a critical rule is below its threshold or cannot be evaluated; major and minor rules below
+threshold only warn. Results are appended to lake.quality.rule_result under the Dagster run id,
+and the quality-office report is rewritten for that run.
 """
 
 from datetime import datetime, timezone
@@ -33,9 +50,12 @@ def build_check(rule_file: RuleFile) -> dg.AssetChecksDefinition:
                     description=f"质控规则（{len(rule_file.rules)} 条，GX 下推 DuckDB）：{rule_file.table}")
     def gx_rules(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         s = settings()
-        results = run_table_rules(rule_file.table, rule_file, settings=s)
+        results = run_table_rules(rule_file.table, rule_file, settings=s, docs_run_id=context.run.run_id)
         store_results(results, context.run.run_id, datetime.now(timezone.utc), settings=s)
         report = write_report(s, run_id=context.run.run_id)
+        from quality.data_docs import data_docs_dir
+
+        docs = data_docs_dir(s) / rule_file.table / f"{context.run.run_id}.html"
         critical_bad = [r for r in results if r.severity == "critical" and r.status in (FAIL, ERROR)]
         other_bad = [r for r in results if r.severity != "critical" and r.status in (FAIL, ERROR)]
         checked = [r for r in results if r.pass_rate is not None]
@@ -51,10 +71,123 @@ def build_check(rule_file: RuleFile) -> dg.AssetChecksDefinition:
                 "lowest_pass_rate": dg.MetadataValue.float(min((r.pass_rate for r in checked), default=1.0)),
                 "results": dg.MetadataValue.md(_markdown(results)),
                 "report": dg.MetadataValue.path(str(report)),
+                "data_docs": dg.MetadataValue.path(str(docs)),
             },
         )
 
     return gx_rules
+
+
+GATE_CHECK, HELD_CHECK = "quality_gate", "batches_held"
+
+
+def _pct(x) -> str:
+    return "—" if x is None else f"{x:.2%}"
+
+
+def _held_markdown(held: list[dict], lists: dict) -> str:
+    lines = ["| 机构 | 批次 | 行数 | 合格率 | 阈值 | 原因 |", "|---|---|---:|---:|---:|---|"]
+    for d in held[:50]:
+        lines.append(f"| {d['institution_code']} | `{d['batch_id']}` | {d['rows_checked']} | {_pct(d['pass_rate'])} | "
+                     f"{_pct(d['threshold'])} | {d['reason']} |")
+    if len(held) > 50:
+        lines.append(f"| … | 另有 {len(held) - 50} 个批次 | | | | |")
+    if lists:
+        lines.append("")
+        lines.extend(f"- 整改清单 {code}: `{path}`" for code, path in sorted(lists.items()))
+    return "\n".join(lines)
+
+
+def _rates_markdown(current: list[dict]) -> str:
+    """合格率 per institution over its current batches of one data set."""
+    acc: dict[str, list] = {}
+    for d in current:
+        a = acc.setdefault(d["institution_code"], [0, 0.0, 0, 0])
+        if d["pass_rate"] is not None and d["rows_checked"]:
+            a[0] += d["rows_checked"]
+            a[1] += d["pass_rate"] * d["rows_checked"]
+        a[2] += 1
+        a[3] += d["decision"] == "held"
+    lines = ["| 机构 | 批次 | 记录数 | 合格率 | 拦截 |", "|---|---:|---:|---:|---:|"]
+    for code in sorted(acc):
+        rows, passing, batches, held = acc[code]
+        lines.append(f"| {code} | {batches} | {rows} | {_pct(passing / rows if rows else None)} | {held} |")
+    return "\n".join(lines)
+
+
+def build_gate_checks() -> dg.AssetChecksDefinition:
+    from catalog.standard import datasets
+    from pipelines.defs.ingest.assets import bronze_key
+    from quality.scoring import bronze_datasets
+
+    names = [n for n in datasets() if n in set(bronze_datasets())]
+    specs = []
+    for name in names:
+        specs.append(dg.AssetCheckSpec(GATE_CHECK, asset=bronze_key(name), blocking=True,
+                                       description="质控闸门：每个批次按机构评分，合格率达到阈值（默认 95%）方可进入四大数据库"))
+        specs.append(dg.AssetCheckSpec(HELD_CHECK, asset=bronze_key(name),
+                                       description="被闸门拦截（暂缓入库）的批次：合格率低于阈值，待整改重报或人工放行"))
+
+    @dg.multi_asset_check(specs=specs, name="quality_gate", can_subset=False,
+                          description="质控闸门：采集后对新批次逐机构、逐批次评分，决定放行或拦截")
+    def quality_gate(context: dg.AssetCheckExecutionContext):
+        import contextlib
+
+        from healthlake.lake import connect
+        from quality.gate import gate_pending
+
+        s = settings()
+        gate = gate_pending(s)
+        try:  # the office report is a view of the stored results: never a reason to stop the gate
+            from quality.office import write_office_report
+
+            report = str(write_office_report(s, rectification=False).report)
+        except Exception as e:  # noqa: BLE001
+            context.log.warning(f"质控报告未能生成：{e}")
+            report = "（未生成）"
+        with contextlib.closing(connect(s, read_only=True)) as con:
+            undecided = gate.undecided(con)
+        for d in gate.decisions:
+            if d.decision == "held":
+                context.log.warning(f"暂缓入库 {d.dataset} {d.institution_code} 批次 {d.batch_id}: {d.reason}")
+        run_id = gate.run.run_id if gate.run is not None else None
+        for name in names:
+            current = [d for d in gate.current if d["dataset"] == name]
+            held = [d for d in current if d["decision"] == "held"]
+            this_run = [d for d in gate.decisions if d.dataset == name]
+            missing = undecided.get(name, [])
+            lists = {c: str(p) for c, p in gate.rectification.items() if c in {d["institution_code"] for d in held}}
+            yield dg.AssetCheckResult(
+                asset_key=bronze_key(name), check_name=GATE_CHECK, passed=not missing,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description=("每个批次均已评分并作出放行/拦截决定" if not missing else
+                             f"{len(missing)} 个批次无法作出决定，本次不更新四大数据库"),
+                metadata={
+                    "batches": len(current), "promoted": len(current) - len(held), "held": len(held),
+                    "decided_this_run": len(this_run),
+                    "held_this_run": sum(d.decision == "held" for d in this_run),
+                    "undecided": dg.MetadataValue.json(missing[:100]),
+                    "scoring_run_id": dg.MetadataValue.text(run_id or "（无待评分批次）"),
+                    "report": dg.MetadataValue.path(report),
+                })
+            yield dg.AssetCheckResult(
+                asset_key=bronze_key(name), check_name=HELD_CHECK, passed=not held,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description=(f"{len(held)} 个批次暂缓入库（{len({d['institution_code'] for d in held})} 家机构）"
+                             if held else "没有被拦截的批次"),
+                metadata={
+                    "held": len(held),
+                    "institutions_held": dg.MetadataValue.json(sorted({d["institution_code"] for d in held})),
+                    "lowest_batch_pass_rate": dg.MetadataValue.float(
+                        min((d["pass_rate"] for d in current if d["pass_rate"] is not None), default=1.0)),
+                    "held_batches": dg.MetadataValue.md(_held_markdown(held, lists) if held else "无"),
+                    "batch_pass_rates": dg.MetadataValue.md(_rates_markdown(current)),
+                    "report": dg.MetadataValue.path(report),
+                    "release": dg.MetadataValue.text(
+                        "整改后重新报送（新批次合格即放行），或 healthlake quality override --batch ID --by 姓名 --reason 原因"),
+                })
+
+    return quality_gate
 
 
 def build_quality_checks() -> list[dg.AssetChecksDefinition]:

@@ -2,7 +2,7 @@ with
 
 source as (
 
-    select * from {{ source('bronze', 'chronic_followup') }}
+    select * from {{ source('bronze', 'chronic_followup') }} where {{ quality_gate_filter() }}
 
 ),
 

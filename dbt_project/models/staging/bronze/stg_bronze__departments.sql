@@ -2,7 +2,7 @@ with
 
 source as (
 
-    select * from {{ source('bronze', 'department') }}
+    select * from {{ source('bronze', 'department') }} where {{ quality_gate_filter() }}
 
 ),
 

@@ -2,7 +2,7 @@ with
 
 source as (
 
-    select * from {{ source('bronze', 'diagnosis') }}
+    select * from {{ source('bronze', 'diagnosis') }} where {{ quality_gate_filter() }}
 
 ),
 

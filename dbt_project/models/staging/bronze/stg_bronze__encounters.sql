@@ -2,7 +2,7 @@ with
 
 source as (
 
-    select * from {{ source('bronze', 'encounter') }}
+    select * from {{ source('bronze', 'encounter') }} where {{ quality_gate_filter() }}
 
 ),
 

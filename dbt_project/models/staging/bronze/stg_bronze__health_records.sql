@@ -2,7 +2,7 @@ with
 
 source as (
 
-    select * from {{ source('bronze', 'health_record') }}
+    select * from {{ source('bronze', 'health_record') }} where {{ quality_gate_filter() }}
 
 ),
 

@@ -2,7 +2,7 @@ with
 
 source as (
 
-    select * from {{ source('bronze', 'immunization') }}
+    select * from {{ source('bronze', 'immunization') }} where {{ quality_gate_filter() }}
 
 ),
 

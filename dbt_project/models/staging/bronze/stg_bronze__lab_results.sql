@@ -2,7 +2,7 @@ with
 
 source as (
 
-    select * from {{ source('bronze', 'lab_result') }}
+    select * from {{ source('bronze', 'lab_result') }} where {{ quality_gate_filter() }}
 
 ),
 

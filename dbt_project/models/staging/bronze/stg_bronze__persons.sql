@@ -2,7 +2,7 @@ with
 
 source as (
 
-    select * from {{ source('bronze', 'person') }}
+    select * from {{ source('bronze', 'person') }} where {{ quality_gate_filter() }}
 
 ),
 

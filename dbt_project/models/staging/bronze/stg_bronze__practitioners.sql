@@ -2,7 +2,7 @@ with
 
 source as (
 
-    select * from {{ source('bronze', 'practitioner') }}
+    select * from {{ source('bronze', 'practitioner') }} where {{ quality_gate_filter() }}
 
 ),
 

@@ -2,7 +2,7 @@ with
 
 source as (
 
-    select * from {{ source('bronze', 'prescription') }}
+    select * from {{ source('bronze', 'prescription') }} where {{ quality_gate_filter() }}
 
 ),
 

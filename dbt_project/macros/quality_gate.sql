@@ -1,0 +1,39 @@
+{#- The quality gate (质控闸门) in staging: a bronze row reaches the marts only when its batch is promoted.
+
+    Every staging model over bronze filters its source with this one predicate:
+
+        select * from {{ source('bronze', 'person') }} where {{ quality_gate_filter() }}
+
+    quality/gate.py appends one decision per batch and run to lake.quality.batch_gate (promoted | held,
+    with the reason and, for an override, who released it); a batch's current decision is its latest
+    row. Only batches whose current decision is 'promoted' are read: a held batch (合格率 below its
+    threshold, or a critical rule that could not run) and a batch not decided yet are left out, and
+    every other batch of every institution goes on. A held batch comes back on the next dbt run once
+    it is released (a corrected re-delivery is a new batch; an override appends a 'promoted' row).
+
+    Before the gate has ever run (no lake.quality.batch_gate, e.g. dbt on a bare bronze layer) there is
+    nothing to filter on and every batch is read. `dbt ... --vars '{quality_gate: false}'` switches the
+    filter off explicitly (a rebuild of the marts from all of bronze, for comparison).
+-#}
+{% macro quality_gate_filter(batch_column='_batch_id') %}
+    {#- A unit test's fixture rows stand for promoted rows: no gate in unit tests. -#}
+    {%- if model is defined and model.resource_type == 'unit_test' -%}
+        true
+    {%- elif execute and var('quality_gate', true) and quality_gate_table_exists() -%}
+        {{ batch_column }} in (
+            select batch_id from {{ target.database }}.quality.batch_gate
+            group by batch_id
+            having arg_max(decision, decided_at) = 'promoted'
+        )
+    {%- else -%}
+        true
+    {%- endif -%}
+{% endmacro %}
+
+
+{% macro quality_gate_table_exists() %}
+    {%- set found = run_query(
+        "select count(*) from duckdb_tables() where database_name = '" ~ target.database
+        ~ "' and schema_name = 'quality' and table_name = 'batch_gate'").columns[0].values()[0] -%}
+    {{- return(found > 0) -}}
+{% endmacro %}
