@@ -21,6 +21,7 @@ deterministic pass, never here.
 from __future__ import annotations
 
 import logging
+import os
 
 import duckdb
 
@@ -35,7 +36,17 @@ def blocking_sql(keys: tuple[str, ...]) -> str:
     return " AND ".join(f"l.{k} = r.{k}" for k in keys) + " AND " + _RESIDUE_ONLY
 
 
-def settings(prior: float = 1e-4, term_frequencies: bool = True) -> dict:
+BACKENDS = ("duckdb", "spark")
+
+
+def _at_most_k_differ(col: str, k: int, backend: str) -> str:
+    # DuckDB: hamming (same-length strings; ~50x cheaper than its damerau_levenshtein). Spark has
+    # no hamming: levenshtein, which counts a transposition as 2 — the same threshold k holds.
+    fn = "hamming" if backend == "duckdb" else "levenshtein"
+    return f"{fn}({col}_l, {col}_r) <= {k}"
+
+
+def settings(prior: float = 1e-4, term_frequencies: bool = True, backend: str = "duckdb") -> dict:
     """The model, with prior m/u values (used as they are when there is too little data to train;
     starting values for EM otherwise). Term-frequency adjustment needs a population to count
     names in: on a few identities one name is a large share of them and would count for nothing."""
@@ -59,7 +70,7 @@ def settings(prior: float = 1e-4, term_frequencies: bool = True) -> dict:
     birth = cl.CustomComparison(
         output_column_name="birth_date",
         comparison_levels=[cll.NullLevel("birth_str"), lv(cll.ExactMatchLevel("birth_str"), 0.97, 0.0001),
-                           lv(cll.CustomLevel("hamming(birth_str_l, birth_str_r) <= 1", "one digit differs"),
+                           lv(cll.CustomLevel(_at_most_k_differ("birth_str", 1, backend), "one digit differs"),
                               0.02, 0.003),
                            lv(cll.ElseLevel(), 0.01, 0.9969)])
     sex = cl.CustomComparison(
@@ -82,7 +93,7 @@ def settings(prior: float = 1e-4, term_frequencies: bool = True) -> dict:
     id_number = cl.CustomComparison(
         output_column_name="id_number",
         comparison_levels=[cll.NullLevel("id_cmp"), lv(cll.ExactMatchLevel("id_cmp"), 0.95, 1e-7),
-                           lv(cll.CustomLevel("hamming(id_cmp_l, id_cmp_r) <= 2", "one typo or transposition"),
+                           lv(cll.CustomLevel(_at_most_k_differ("id_cmp", 2, backend), "one typo or transposition"),
                               0.04, 1e-5),
                            lv(cll.ElseLevel(), 0.01, 0.99998)])
     return SettingsCreator(
@@ -103,34 +114,65 @@ def settings(prior: float = 1e-4, term_frequencies: bool = True) -> dict:
 MIN_TRAIN = 2000
 
 
+def backend_from_env() -> str:
+    value = os.environ.get("HEALTHLAKE_EMPI_BACKEND", "duckdb").strip().lower()
+    if value not in BACKENDS:
+        raise ValueError(f"HEALTHLAKE_EMPI_BACKEND={value!r}: expected one of {', '.join(BACKENDS)}")
+    return value
+
+
+def _spark_api(con: duckdb.DuckDBPyConnection, table: str):
+    """Province scale: the same model on Spark (local mode here, a cluster in production). The
+    standardised table goes over as Arrow; the scored pairs come back to DuckDB for clustering."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError as e:   # pyspark is not a dependency of the default (DuckDB) deployment
+        raise RuntimeError("HEALTHLAKE_EMPI_BACKEND=spark needs pyspark (pip install pyspark==3.5.*, Java 17): "
+                           "see empi/README.md") from e
+    from splink import SparkAPI
+
+    spark = (SparkSession.builder.master(os.environ.get("HEALTHLAKE_SPARK_MASTER", "local[*]"))
+             .appName("healthlake-empi").getOrCreate())
+    frame = spark.createDataFrame(con.execute(f"SELECT * FROM {table}").fetch_arrow_table().to_pandas())
+    db = SparkAPI(spark_session=spark)
+    return db, db.register(frame)
+
+
 def train_and_predict(con: duckdb.DuckDBPyConnection, table: str, lower: float, *, seed: int = 42,
-                      u_pairs: float = 2e6, em_pairs: float = 2e6) -> tuple[str, dict]:
+                      u_pairs: float = 2e6, em_pairs: float = 2e6, backend: str | None = None) -> tuple[str, dict]:
     """Train on ``table`` without labels and score the blocked pairs with p ≥ ``lower``.
 
     Returns the name of a table in ``con`` with (identity_key_l, identity_key_r, match_probability,
-    match_weight, det_key_l, det_key_r, …) and the trained parameters (for the run log)."""
+    match_weight, det_key_l, det_key_r, …) and the trained parameters (for the run log).
+    ``backend``: duckdb (default) or spark (HEALTHLAKE_EMPI_BACKEND)."""
     from splink import DuckDBAPI, Linker
 
+    backend = backend or backend_from_env()
     for name in ("splink", "splink.internals"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    db = DuckDBAPI(connection=con)
-    sdf = db.register(table)
+    if backend == "spark":
+        db, sdf = _spark_api(con, table)
+    else:
+        db = DuckDBAPI(connection=con)
+        sdf = db.register(table)
     n = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-    linker = Linker(sdf, settings(term_frequencies=n >= MIN_TRAIN), log_level=logging.WARNING)
-    if n < MIN_TRAIN:
-        pred = linker.inference.predict(threshold_match_probability=lower, warning_mode="never")
+    linker = Linker(sdf, settings(term_frequencies=n >= MIN_TRAIN, backend=backend), log_level=logging.WARNING)
+    if n >= MIN_TRAIN:
+        # the prior from a deterministic rule that admits (almost) no false positives: same valid number
+        linker.training.estimate_probability_two_random_records_match(["l.id_cmp = r.id_cmp"], recall=0.8)
+        linker.training.estimate_u_using_random_sampling(max_pairs=u_pairs, seed=seed, num_chunks=1,
+                                                          min_count_per_level=None)
+        # EM twice, each with a blocking rule that leaves the comparisons it trains free to vary
+        linker.training.estimate_parameters_using_expectation_maximisation(
+            "l.birth_str = r.birth_str AND l.sex = r.sex", estimate_without_term_frequencies=True,
+            max_pairs=em_pairs)
+        linker.training.estimate_parameters_using_expectation_maximisation(
+            "l.name_py = r.name_py", estimate_without_term_frequencies=True, max_pairs=em_pairs)
+    pred = linker.inference.predict(threshold_match_probability=lower, warning_mode="never")
+    if backend == "spark":
+        con.register("__empi_pairs_arrow", pred.as_pandas_dataframe())
+        con.execute("CREATE OR REPLACE TEMP TABLE __empi_pairs AS SELECT * FROM __empi_pairs_arrow")
+        con.unregister("__empi_pairs_arrow")
+    else:
         con.execute(f"CREATE OR REPLACE TEMP TABLE __empi_pairs AS SELECT * FROM {pred.physical_name}")
-        return "__empi_pairs", {"trained": False}
-    # the prior from a deterministic rule that admits (almost) no false positives: same valid number
-    linker.training.estimate_probability_two_random_records_match(["l.id_cmp = r.id_cmp"], recall=0.8)
-    linker.training.estimate_u_using_random_sampling(max_pairs=u_pairs, seed=seed, num_chunks=1,
-                                                      min_count_per_level=None)
-    # EM twice, each with a blocking rule that leaves the comparisons it trains free to vary
-    linker.training.estimate_parameters_using_expectation_maximisation(
-        "l.birth_str = r.birth_str AND l.sex = r.sex", estimate_without_term_frequencies=True, max_pairs=em_pairs)
-    linker.training.estimate_parameters_using_expectation_maximisation(
-        "l.name_py = r.name_py", estimate_without_term_frequencies=True, max_pairs=em_pairs)
-    pred = linker.inference.predict(threshold_match_probability=lower)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE __empi_pairs AS SELECT * FROM {pred.physical_name}")
-    model = linker.misc.save_model_to_json() if hasattr(linker.misc, "save_model_to_json") else {}
-    return "__empi_pairs", model
+    return "__empi_pairs", {"trained": n >= MIN_TRAIN, "backend": backend}

@@ -179,6 +179,7 @@ class IdentityVariation:
 
     def identity(self, inst, p) -> tuple[str, str]:
         """(ID number as the institution holds it, defect label of defects.csv)."""
+        self._last = p     # describe() follows for the same resident: no need to regenerate it
         kind = self.id_kind(inst, p)
         if kind == "none":
             return p.id_number, "none"
@@ -248,7 +249,8 @@ class IdentityVariation:
 
     def describe(self, inst_code: str, person_idx: int) -> dict:
         inst = self.city.by_code[inst_code]
-        p = self.pop.person(person_idx)
+        last = getattr(self, "_last", None)
+        p = last if last is not None and last.idx == person_idx else self.pop.person(person_idx)
         return {"id_defect": self.id_kind(inst, p), "name_sent": self.name(inst, p),
                 "name_variant": self.name_variant(inst, p), "phone_changed": int(self.phone_changed(inst, p)),
                 "address_moved": int(self.address_moved(inst, p))}

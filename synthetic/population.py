@@ -23,7 +23,10 @@ from synthetic.gb11643 import make_id
 from synthetic.rng import Hasher, Weighted, rng, tag
 
 BLOCK = 6
-_SLOT_STEP = 104729  # a prime above 366*500/2: steps through a year's (day, sequence) slots
+_SLOT_STEP = 104729  # a prime above 366*450/2: steps through a year's (day, sequence) slots
+# Sequence halves 0-449 for single births; 450-499 are kept for twins (born on an elder twin's date).
+_SINGLE_HALVES = 450
+TWIN_SHARE = 0.06    # of two-child families (~1 in 40-50 births are twins; more among second children here)
 
 # (partition of a 6-slot block into household sizes, weight): mean household 2.5 persons, as in
 # Sichuan's 2020 census (2.53 persons per family household).
@@ -54,6 +57,7 @@ class Raw:
     phone: str
     ethnicity: str
     marital: str       # GB/T 2261.2: 10 未婚 20 已婚 30 丧偶 40 离婚 90 未说明
+    twin_of: int = -1  # index of the elder twin (same birth date, birthplace and home; another name)
 
 
 @dataclass(slots=True)
@@ -75,6 +79,7 @@ class Person:
     marital: str
     hypertension: bool
     diabetes: bool
+    twin_of: int = -1
 
 
 def person_uid(idx: int) -> str:
@@ -140,12 +145,16 @@ class Population:
         family_names = {}
         head_phone = ""
         out = []
-        for k, (sex, age, lineage, marital) in enumerate(members):
+        for k, (sex, age, lineage, marital, *twin) in enumerate(members):
             if lineage not in family_names:
                 family_names[lineage] = names.surname(r)
             name = names.full_name(r, sex, self.start.year - age, family_names[lineage])
+            while twin and name == out[-1].name:    # twins never share a name
+                name = names.full_name(r, sex, self.start.year - age, family_names[lineage])
             eth = base_eth if r.random() < 0.97 else _ETHNICITY.pick(r)
-            if age >= 18 and r.random() < 0.12:
+            if twin:
+                id_div = out[-1].id_division        # born together: one birthplace
+            elif age >= 18 and r.random() < 0.12:
                 id_div = MIGRANT_BIRTHPLACES.pick(r)
             else:
                 id_div = district.code
@@ -154,7 +163,7 @@ class Population:
             if k == 0:
                 head_phone = phone or _phone(r)
             out.append(Raw(b * BLOCK + slot + k, name, sex, age, id_div, di, ti, household_id, size, addr,
-                           phone or head_phone, eth, marital))
+                           phone or head_phone, eth, marital, out[-1].idx if twin else -1))
         return out
 
     # ------------------------------------------------------------------ birth dates and IDs
@@ -163,12 +172,20 @@ class Population:
         return max(0, (end - date(year, 1, 1)).days)
 
     def _assign_code(self, raw: Raw) -> int:
+        if raw.twin_of >= 0:
+            # the elder twin's birth date; a sequence code from the halves kept for twins (450-499),
+            # counted per (birthplace, birth date, sex): still unique by construction
+            birth = self._codes[raw.twin_of] // 1000
+            cell = ("twin", raw.id_division, birth, raw.sex)
+            k = self._counters.get(cell, 0)
+            self._counters[cell] = k + 1
+            return birth * 1000 + (_SINGLE_HALVES + k) * 2 + (1 if raw.sex == "1" else 0)
         year = self.start.year - raw.age
         while True:
             days = self._year_days(year)
             cell = (raw.id_division, year, raw.sex)
             rank = self._counters.get(cell, 0)
-            capacity = days * 500
+            capacity = days * _SINGLE_HALVES
             if rank < capacity:
                 self._counters[cell] = rank + 1
                 offset = self._cell_offsets.get(cell)
@@ -176,7 +193,7 @@ class Population:
                     offset = self._cell_offsets[cell] = self.h.below(capacity, tag("slot"), int(raw.id_division),
                                                                      year, int(raw.sex))
                 s = (rank * _SLOT_STEP + offset) % capacity
-                day, half = divmod(s, 500)
+                day, half = divmod(s, _SINGLE_HALVES)
                 seq = half * 2 + (1 if raw.sex == "1" else 0)
                 return (date(year, 1, 1).toordinal() + day) * 1000 + seq
             year -= 1  # this cell is full (or the year has not begun): born a year earlier
@@ -190,7 +207,7 @@ class Population:
         dm = self.h.u(T_DM, raw.idx) < _dm_prevalence(age)
         return Person(raw.idx, person_uid(raw.idx), raw.name, raw.sex, birth, id_number, raw.id_division,
                       raw.district, raw.town, raw.household_id, raw.household_size, raw.address, raw.phone,
-                      raw.ethnicity, raw.marital, ht, dm)
+                      raw.ethnicity, raw.marital, ht, dm, raw.twin_of)
 
     def iter_blocks(self):
         """All residents in index order, block by block (the one pass that fixes identity numbers)."""
@@ -238,6 +255,9 @@ def _children(r, parent_age, n, lineage="A"):
     for _ in range(n):
         age = max(0, parent_age - r.randint(22, max(22, min(38, parent_age))))
         out.append((r.choice("12"), age, lineage, "10" if age < 22 or r.random() < 0.8 else "20"))
+    if n == 2 and r.random() < TWIN_SHARE:   # the second child is the first one's twin
+        sex, age, lineage, marital = out[0]
+        out[1] = (sex if r.random() < 0.5 else r.choice("12"), age, lineage, marital, True)
     return out
 
 

@@ -2,7 +2,7 @@
 
 persons.csv          one row per resident: person_uid, name, sex_code, birth_date (ISO), id_number
                      (the true, valid GB 11643 number), division_code (county of residence),
-                     household_id, phone.
+                     household_id, phone, twin_of (the elder twin's person_uid, or '').
 identities.csv       one row per source identity, written when the identity is first sent:
                      institution_code, dataset (person | health_record | immunization), source_id
                      (patient_id / record_id / immunization_id), id_number_sent (as the institution
@@ -76,7 +76,7 @@ class Truth:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._files = []
         self.persons = self._open("persons.csv", ["person_uid", "name", "sex_code", "birth_date", "id_number",
-                                                  "division_code", "household_id", "phone"])
+                                                  "division_code", "household_id", "phone", "twin_of"])
         self.identities = self._open("identities.csv", ["institution_code", "dataset", "source_id",
                                                         "id_number_sent", "person_uid", "id_defect", "name_sent",
                                                         "name_variant", "phone_changed", "address_moved"])
@@ -96,7 +96,7 @@ class Truth:
 
     def person(self, p, division_code: str) -> None:
         self.persons.writerow([p.uid, p.name, p.sex, p.birth.isoformat(), p.id_number, division_code,
-                               p.household_id, p.phone])
+                               p.household_id, p.phone, person_uid(p.twin_of) if p.twin_of >= 0 else ""])
 
     def identity(self, inst: str, dataset: str, source_id: str, sent: str, person_idx: int, defect: str) -> None:
         if self.describe is None:

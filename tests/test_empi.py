@@ -168,3 +168,19 @@ def test_thresholds_are_checked():
     con = duckdb.connect()
     with pytest.raises(ValueError, match="thresholds"):
         link(con, table(con, [ident("a", "张三", "1990-01-01", "1")]), upper=0.5, lower=0.9)
+
+
+def test_backend_is_selectable_and_spark_says_what_it_needs(monkeypatch):
+    from empi.model import backend_from_env
+
+    monkeypatch.setenv("HEALTHLAKE_EMPI_BACKEND", "oracle")
+    with pytest.raises(ValueError, match="duckdb, spark"):
+        backend_from_env()
+    monkeypatch.setenv("HEALTHLAKE_EMPI_BACKEND", "spark")
+    try:
+        import pyspark  # noqa: F401
+    except ImportError:
+        con = duckdb.connect()
+        rows = [ident(f"k{i}", "张三", "1990-01-01", "1") for i in range(2)]
+        with pytest.raises(RuntimeError, match="pyspark"):
+            link(con, table(con, rows))
