@@ -75,7 +75,7 @@ def open_csv(con: duckdb.DuckDBPyConnection, path: Path, feed: Feed, work_dir: P
         f"read_csv({_sql_str(str(readable))}, header=true, auto_detect=false, columns={cols}, "
         f"delim={_sql_str(feed.delimiter)}, quote={_sql_str(feed.quote)}, escape={_sql_str(feed.quote)}, "
         f"strict_mode=true, store_rejects=true, rejects_table={_sql_str(rej_table)}, "
-        f"rejects_scan={_sql_str(rej_scan)}, max_line_size=33554432)"
+        f"rejects_scan={_sql_str(rej_scan)})"
     )
 
     def rejects(c: duckdb.DuckDBPyConnection) -> list[Reject]:

@@ -65,9 +65,16 @@ def landing_files(landing: Path) -> Iterator[Path]:
 
 
 def ensure_bronze_tables(con: duckdb.DuckDBPyConnection) -> None:
-    ensure_ops_tables(con)
+    """Create the ops tables and the bronze table of every standard data set that is missing.
+
+    One catalog query when everything exists (the common case: every ingest run calls this)."""
+    present = {f"{s}.{t}" for s, t in con.execute(
+        "SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = current_database()").fetchall()}
+    if not {"ops.institution", "ops.ingest_batch", "bronze._rejects"} <= present:
+        ensure_ops_tables(con)
     for name in datasets():
-        con.execute(bronze_ddl(name))
+        if f"bronze.{name}" not in present:
+            con.execute(bronze_ddl(name))
 
 
 def _q(name: str) -> str:
