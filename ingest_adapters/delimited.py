@@ -22,6 +22,9 @@ from ingest_adapters.scan import Reject, SourceScan
 from ingest_adapters.transcode import transcode_to_utf8
 
 _scan_ids = itertools.count(1)
+# DuckDB's default record limit (2 MB) keeps its read buffers small and the scan fast. A file with a
+# longer record (a 10 MB report text) is read again with this limit (SourceScan.widened).
+WIDE_LINE_SIZE = 64 * 1024 * 1024
 
 
 def _sql_str(s: str) -> str:
@@ -68,6 +71,14 @@ def open_csv(con: duckdb.DuckDBPyConnection, path: Path, feed: Feed, work_dir: P
             p.unlink(missing_ok=True)
 
     columns = read_header(readable, feed.delimiter, feed.quote)
+    scan = _scan(readable, columns, feed, replaced, cleanup, {"encoding": encoding}, max_line_size=None)
+    scan.widened = lambda: _scan(readable, columns, feed, replaced, cleanup,
+                                 {"encoding": encoding, "max_record_bytes": WIDE_LINE_SIZE}, WIDE_LINE_SIZE)
+    return scan
+
+
+def _scan(readable: Path, columns: list[str], feed: Feed, replaced: int, cleanup, notes: dict,
+          max_line_size: int | None) -> SourceScan:
     n = next(_scan_ids)
     rej_table, rej_scan = f"_rej_errors_{n}", f"_rej_scans_{n}"
     cols = "{" + ", ".join(f"{_sql_str(c)}: 'VARCHAR'" for c in columns) + "}"
@@ -75,7 +86,7 @@ def open_csv(con: duckdb.DuckDBPyConnection, path: Path, feed: Feed, work_dir: P
         f"read_csv({_sql_str(str(readable))}, header=true, auto_detect=false, columns={cols}, "
         f"delim={_sql_str(feed.delimiter)}, quote={_sql_str(feed.quote)}, escape={_sql_str(feed.quote)}, "
         f"strict_mode=true, store_rejects=true, rejects_table={_sql_str(rej_table)}, "
-        f"rejects_scan={_sql_str(rej_scan)})"
+        f"rejects_scan={_sql_str(rej_scan)}" + (f", max_line_size={max_line_size}" if max_line_size else "") + ")"
     )
 
     def rejects(c: duckdb.DuckDBPyConnection) -> list[Reject]:
@@ -94,4 +105,4 @@ def open_csv(con: duckdb.DuckDBPyConnection, path: Path, feed: Feed, work_dir: P
                 for line, raw, etype, msg in rows]
 
     return SourceScan(columns=columns, from_sql=from_sql, rejects=rejects, replaced_bytes=replaced,
-                      cleanup=cleanup, notes={"encoding": encoding})
+                      cleanup=cleanup, notes=notes)

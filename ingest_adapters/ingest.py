@@ -25,7 +25,7 @@ from ingest_adapters.errors import IngestError
 from ingest_adapters.multi import ORDINAL, MultiScan
 from ingest_adapters.readers import get_reader, is_multi_dataset
 from ingest_adapters.registry import Registry, load_registry
-from ingest_adapters.scan import Reject
+from ingest_adapters.scan import Reject, SourceScan
 
 log = logging.getLogger(__name__)
 REPLACEMENT = "\ufffd"
@@ -120,42 +120,11 @@ def ingest_file(con: duckdb.DuckDBPyConnection, registry: Registry, path: Path, 
             _load_multi(con, scan, feed, batch, result, started)
             return result
         scan = get_reader(feed.format)(con, path, feed, s.root / "work")
-        missing = [src for src in feed.mapping.values() if src not in scan.columns]
-        if missing:
-            raise IngestError(f"header drift: the file lacks the mapped columns {missing}; "
-                              f"its columns are {scan.columns}")
-        elements = [e for e in ds.element_names if e in feed.mapping]
-        select = ", ".join(f"{_q(feed.mapping[e])} AS {_q(e)}" for e in elements)
-        hash_expr = "hash(" + ", ".join(_q(e) for e in elements) + ")"
-        table = f"bronze.{ds.name}"
-        cols = elements + ["_institution_code", "_feed", "_batch_id", "_source_file", "_source_row",
-                           "_ingested_at", "_row_hash"]
-        ordinal = _q(scan.ordinal_column) if scan.ordinal_column else "row_number() OVER ()"
-        con.execute("BEGIN")
         try:
-            inserted = con.execute(
-                f"INSERT INTO {table} ({', '.join(_q(c) for c in cols)}) "
-                f"SELECT {', '.join(_q(e) for e in elements)}, ?, ?, ?, ?, __ord, ?::TIMESTAMPTZ, {hash_expr} "
-                f"FROM (SELECT {ordinal} AS __ord, {select} FROM {scan.from_sql})",
-                [result.institution_code, result.feed, result.batch_id, rel, started]).fetchone()[0]
-            rejects = scan.rejects(con)
-            if rejects and not scan.ordinal_column:
-                gaps = [(r - j,) for j, r in enumerate(sorted({x.source_row for x in rejects}), start=1)]
-                con.execute("CREATE OR REPLACE TEMP TABLE _reject_gaps (t BIGINT)")
-                con.executemany("INSERT INTO _reject_gaps VALUES (?)", gaps)
-                con.execute(_renumber_sql(table), [result.batch_id])
-                con.execute("DROP TABLE _reject_gaps")
-            moved = 0
-            if scan.replaced_bytes:
-                moved = _reject_undecodable(con, table, elements, feed.delimiter, feed.encoding, result.batch_id, rejects)
-            _write_rejects(con, rejects, batch, started)
-            batch.update(rows_loaded=inserted - moved, rows_rejected=len(rejects), status="loaded",
-                         rows_read=inserted - moved + len(rejects), finished_at=datetime.now(timezone.utc))
-            record_batch(con, batch)
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
+            _load_single(con, scan, feed, ds, batch, result, started)
+        except _RecordTooLong:
+            scan = scan.widened()   # same file, larger record limit (one file in many: read twice)
+            _load_single(con, scan, feed, ds, batch, result, started)
         result.status, result.notes = "loaded", dict(scan.notes)
         result.rows_read, result.rows_loaded, result.rows_rejected = batch["rows_read"], batch["rows_loaded"], batch["rows_rejected"]
     except Exception as e:  # noqa: BLE001 — any error fails this file's batch, never the others
@@ -170,6 +139,59 @@ def ingest_file(con: duckdb.DuckDBPyConnection, registry: Registry, path: Path, 
             scan.cleanup()
         result.seconds = time.perf_counter() - t0
     return result
+
+
+class _RecordTooLong(Exception):
+    """A record exceeded the scan's record limit and the reader offers a wider scan."""
+
+
+def _load_single(con, scan: SourceScan, feed, ds, batch: dict, result: BatchResult, started: datetime) -> None:
+    """One file of a single-data-set feed: its rows, rejects and batch row in one transaction."""
+    missing = [src for src in feed.mapping.values() if src not in scan.columns]
+    if missing:
+        raise IngestError(f"header drift: the file lacks the mapped columns {missing}; "
+                          f"its columns are {scan.columns}")
+    elements = [e for e in ds.element_names if e in feed.mapping]
+    select = ", ".join(f"{_q(feed.mapping[e])} AS {_q(e)}" for e in elements)
+    hash_expr = "hash(" + ", ".join(_q(e) for e in elements) + ")"
+    table = f"bronze.{ds.name}"
+    cols = elements + ["_institution_code", "_feed", "_batch_id", "_source_file", "_source_row",
+                       "_ingested_at", "_row_hash"]
+    ordinal = _q(scan.ordinal_column) if scan.ordinal_column else "row_number() OVER ()"
+    con.execute("BEGIN")
+    try:
+        try:
+            inserted = con.execute(
+                f"INSERT INTO {table} ({', '.join(_q(c) for c in cols)}) "
+                f"SELECT {', '.join(_q(e) for e in elements)}, ?, ?, ?, ?, __ord, ?::TIMESTAMPTZ, {hash_expr} "
+                f"FROM (SELECT {ordinal} AS __ord, {select} FROM {scan.from_sql})",
+                [result.institution_code, result.feed, result.batch_id, batch["source_file"], started]).fetchone()[0]
+        except duckdb.InvalidInputException as e:
+            # DuckDB 1.5 cuts an over-long record at the limit, possibly inside a UTF-8 character, and
+            # then fails storing it as a reject: read the file again with the wider limit
+            if scan.widened is not None and "Invalid unicode" in str(e):
+                raise _RecordTooLong() from e
+            raise
+        rejects = scan.rejects(con)
+        if scan.widened is not None and any(r.error_type == "LINE SIZE OVER MAXIMUM" for r in rejects):
+            raise _RecordTooLong()
+        if rejects and not scan.ordinal_column:
+            gaps = [(r - j,) for j, r in enumerate(sorted({x.source_row for x in rejects}), start=1)]
+            con.execute("CREATE OR REPLACE TEMP TABLE _reject_gaps (t BIGINT)")
+            con.executemany("INSERT INTO _reject_gaps VALUES (?)", gaps)
+            con.execute(_renumber_sql(table), [result.batch_id])
+            con.execute("DROP TABLE _reject_gaps")
+        moved = 0
+        if scan.replaced_bytes:
+            moved = _reject_undecodable(con, table, elements, feed.delimiter, feed.encoding, result.batch_id, rejects)
+        _write_rejects(con, rejects, batch, started)
+        batch.update(rows_loaded=inserted - moved, rows_rejected=len(rejects), status="loaded",
+                     rows_read=inserted - moved + len(rejects), finished_at=datetime.now(timezone.utc))
+        record_batch(con, batch)
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
 
 
 def _load_multi(con, scan: MultiScan, feed, batch: dict, result: BatchResult, started: datetime) -> None:

@@ -37,3 +37,6 @@ class SourceScan:
     cleanup: Callable[[], None] = lambda: None
     notes: dict = field(default_factory=dict)
     ordinal_column: str | None = None
+    # The same scan with a larger record limit, for a file where a record exceeded the default one
+    # (error type LINE SIZE OVER MAXIMUM): the ingest rolls back and reads the file again with it.
+    widened: Callable[[], "SourceScan"] | None = None
