@@ -100,6 +100,9 @@ def ingest_file(con: duckdb.DuckDBPyConnection, registry: Registry, path: Path, 
              "feed": result.feed, "rows_read": 0, "rows_loaded": 0, "rows_rejected": 0}
     scan = None
     try:
+        if not path.resolve().is_relative_to(s.landing.resolve()):
+            # a symbolic link (or a crafted name) that leads out of the landing zone is never read
+            raise IngestError(f"{rel}: resolves to {path.resolve()}, outside the landing zone")
         sha = sha256_file(path)
         batch.update(sha256=sha, bytes=path.stat().st_size)
         result.batch_id = batch["batch_id"] = f"{result.institution_code or 'unknown'}.{result.feed or 'unknown'}.{sha[:16]}"
