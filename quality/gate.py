@@ -15,8 +15,12 @@ An empty batch (header-only file) has nothing to promote: NOT_APPLICABLE, decisi
 never lets data through.
 
 Decisions are appended to ``quality.batch_gate`` with the run id; the current decision of a batch is
-its latest row (``current_decisions_sql``), which is what the Dagster asset check and the dbt
-staging filter read.
+its latest row per data set (``current_decisions_sql``; a file of a multi-data-set feed is promoted
+only when every data set of it is), which is what the Dagster asset check and the dbt staging filter
+(``dbt_project/macros/quality_gate.sql``) read. After each ingest ``gate_pending`` scores and decides
+every batch not decided yet and every batch still held (``pending_batches``).
+
+The threshold default is ``HEALTHLAKE_QUALITY_THRESHOLD`` (``catalogue.gate_threshold``, 0.95).
 """
 
 from __future__ import annotations
@@ -123,19 +127,21 @@ def record_override(batch_id: str, decided_by: str, reason: str, settings: Setti
                                + f"; held batches: {', '.join(held[:10]) or 'none'}"
                                + (" …" if len(held) > 10 else ""))
         names = [n for n, _ in GATE_COLUMNS]
-        row = dict(zip(names, current[0]))
-        if row["decision"] != HELD:
-            raise QualityError(f"batch {batch_id} is not held (current decision: {row['decision']}, "
-                               f"{row['reason']}); there is nothing to release")
+        parts = [dict(zip(names, r)) for r in current]
+        held_parts = [p for p in parts if p["decision"] == HELD]
+        if not held_parts:
+            raise QualityError(f"batch {batch_id} is not held (current decision: {parts[0]['decision']}, "
+                               f"{parts[0]['reason']}); there is nothing to release")
         _ensure(con, OVERRIDE_TABLE, OVERRIDE_COLUMNS)
-        rate = "—" if row["pass_rate"] is None else f"{row['pass_rate'] * 100:.2f}%"
         con.execute("BEGIN")
         try:
             con.execute(f"INSERT INTO {LAKE}.{OVERRIDE_TABLE} VALUES (?, ?, ?, ?)", [batch_id, decided_by, reason, at])
-            con.execute(f"INSERT INTO {LAKE}.{GATE_TABLE} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
-                        [*[{**row, "run_id": "override", "decided_at": at, "decision": PROMOTED,
-                            "reason": f"人工放行（{decided_by}）：{reason}；合格率 {rate}",
-                            "override_by": decided_by}[n] for n in names]])
+            for row in held_parts:      # every held data set of the batch (one file, several tables)
+                rate = "—" if row["pass_rate"] is None else f"{row['pass_rate'] * 100:.2f}%"
+                con.execute(f"INSERT INTO {LAKE}.{GATE_TABLE} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
+                            [{**row, "run_id": "override", "decided_at": at, "decision": PROMOTED,
+                              "reason": f"人工放行（{decided_by}）：{reason}；合格率 {rate}",
+                              "override_by": decided_by}[n] for n in names])
             con.execute("COMMIT")
         except Exception:
             con.execute("ROLLBACK")
@@ -170,17 +176,22 @@ def gate_run(run, settings: Settings | None = None, *, store: bool = True) -> li
 
 
 def current_decisions_sql(full: bool = False) -> str:
-    """SQL: the latest decision per batch (batch_id, institution_code, feed, dataset, decision, reason).
+    """SQL: the current decision of every batch.
 
-    ``full``: every column of ``quality.batch_gate`` (its latest row per batch).
+    A batch of a multi-data-set feed (an HL7 or FHIR file spans several bronze tables) is decided per
+    data set; the batch is promoted only when every part of it is (one delivered file goes in whole
+    or waits whole). ``full``: instead, the latest row of ``quality.batch_gate`` per batch and data
+    set, every column.
     """
+    parts = (f"SELECT * FROM {LAKE}.{GATE_TABLE} "
+             f"QUALIFY row_number() OVER (PARTITION BY batch_id, dataset ORDER BY decided_at DESC) = 1")
     if full:
-        return (f"SELECT * FROM {LAKE}.{GATE_TABLE} "
-                f"QUALIFY row_number() OVER (PARTITION BY batch_id ORDER BY decided_at DESC) = 1")
-    return (f"SELECT batch_id, arg_max(institution_code, decided_at) AS institution_code, "
-            f"arg_max(feed, decided_at) AS feed, arg_max(dataset, decided_at) AS dataset, "
-            f"arg_max(decision, decided_at) AS decision, arg_max(reason, decided_at) AS reason "
-            f"FROM {LAKE}.{GATE_TABLE} GROUP BY batch_id")
+        return parts
+    return (f"SELECT batch_id, any_value(institution_code) AS institution_code, any_value(feed) AS feed, "
+            f"string_agg(dataset, ',' ORDER BY dataset) AS dataset, "
+            f"CASE WHEN bool_and(decision = '{PROMOTED}') THEN '{PROMOTED}' ELSE '{HELD}' END AS decision, "
+            f"string_agg(reason, '；' ORDER BY dataset) FILTER (decision = '{HELD}') AS reason "
+            f"FROM ({parts}) GROUP BY batch_id")
 
 
 def current_decisions(con) -> list[dict]:
@@ -198,14 +209,15 @@ def pending_batches(con) -> dict[str, list[str]]:
     """dataset → batch ids to gate now: loaded batches never decided, and batches currently held.
 
     Promoted batches are not re-decided (the marts stay stable); held ones are, so that a changed
-    rule, threshold or override is applied on the next run.
+    rule, threshold or override is applied on the next run. A multi-data-set batch (its
+    ``ops.ingest_batch.dataset`` lists several) is pending in each of its data sets.
     """
     _ensure(con, GATE_TABLE, GATE_COLUMNS)
     rows = con.execute(
-        f"SELECT b.dataset, b.batch_id FROM {LAKE}.ops.ingest_batch b "
-        f"LEFT JOIN ({current_decisions_sql()}) g USING (batch_id) "
-        f"WHERE b.status = 'loaded' AND (g.decision IS NULL OR g.decision = '{HELD}') "
-        f"ORDER BY 1, 2").fetchall()
+        f"SELECT p.dataset, p.batch_id FROM (SELECT batch_id, unnest(string_split(dataset, ',')) AS dataset "
+        f"FROM {LAKE}.ops.ingest_batch WHERE status = 'loaded') p "
+        f"LEFT JOIN ({current_decisions_sql(full=True)}) g ON g.batch_id = p.batch_id AND g.dataset = p.dataset "
+        f"WHERE g.decision IS NULL OR g.decision = '{HELD}' ORDER BY 1, 2").fetchall()
     out: dict[str, list[str]] = {}
     for dataset, batch in rows:
         out.setdefault(dataset, []).append(batch)
@@ -226,10 +238,15 @@ class GateRun:
 
     def undecided(self, con) -> dict[str, list[str]]:
         """dataset → loaded batches without any decision (the gate could not decide them)."""
+        present = {t for (t,) in con.execute(
+            "SELECT schema_name || '.' || table_name FROM duckdb_tables() WHERE database_name = ?", [LAKE]).fetchall()}
+        if not {"ops.ingest_batch", GATE_TABLE} <= present:
+            return {}
         rows = con.execute(
-            f"SELECT b.dataset, b.batch_id FROM {LAKE}.ops.ingest_batch b "
-            f"LEFT JOIN ({current_decisions_sql()}) g USING (batch_id) WHERE b.status = 'loaded' "
-            f"AND g.decision IS NULL").fetchall()
+            f"SELECT p.dataset, p.batch_id FROM (SELECT batch_id, unnest(string_split(dataset, ',')) AS dataset "
+            f"FROM {LAKE}.ops.ingest_batch WHERE status = 'loaded') p "
+            f"LEFT JOIN ({current_decisions_sql(full=True)}) g ON g.batch_id = p.batch_id AND g.dataset = p.dataset "
+            f"WHERE g.decision IS NULL").fetchall()
         out: dict[str, list[str]] = {}
         for dataset, batch in rows:
             out.setdefault(dataset, []).append(batch)
@@ -241,10 +258,12 @@ def _promote_unruled(s: Settings, pending: Mapping[str, list[str]]) -> list[Gate
 
     ids = [b for bs in pending.values() for b in bs]
     with contextlib.closing(connect(s)) as con:
-        rows = con.execute(f"SELECT dataset, institution_code, feed, batch_id, rows_loaded FROM {LAKE}.ops.ingest_batch "
-                           f"WHERE batch_id IN (SELECT unnest(?::VARCHAR[]))", [ids]).fetchall()
-        decisions = [GateDecision(d, i, f, b, n or 0, None, 0.0, NOT_APPLICABLE, PROMOTED,
-                                  f"数据集 {d} 暂无质控规则，直接放行") for d, i, f, b, n in rows]
+        info = {b: (i, f, n) for b, i, f, n in con.execute(
+            f"SELECT batch_id, institution_code, feed, rows_loaded FROM {LAKE}.ops.ingest_batch "
+            f"WHERE batch_id IN (SELECT unnest(?::VARCHAR[]))", [ids]).fetchall()}
+        decisions = [GateDecision(d, info[b][0], info[b][1], b, info[b][2] or 0, None, 0.0, NOT_APPLICABLE, PROMOTED,
+                                  f"数据集 {d} 暂无质控规则，直接放行")
+                     for d, bs in pending.items() for b in bs if b in info]
         _ensure(con, GATE_TABLE, GATE_COLUMNS)
         at = datetime.now(timezone.utc)
         _store(con, GATE_TABLE, GATE_COLUMNS, [{"run_id": "no-rules", "decided_at": at, **asdict(d)} for d in decisions])

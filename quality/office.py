@@ -78,18 +78,19 @@ def load_office_data(con, threshold: float | None = None) -> dict:
     has_ops = _exists(con, "ops", "ingest_batch")
     con.execute(f"""CREATE OR REPLACE TEMP VIEW _office_batch AS
         SELECT * FROM {LAKE}.quality.batch_score
-        QUALIFY row_number() OVER (PARTITION BY batch_id ORDER BY run_at DESC) = 1""")
+        QUALIFY row_number() OVER (PARTITION BY batch_id, dataset ORDER BY run_at DESC) = 1""")
     gate = _exists(con, "quality", "batch_gate")
     con.execute(f"""CREATE OR REPLACE TEMP VIEW _office_gate AS """ + (
-        f"SELECT * FROM {LAKE}.quality.batch_gate QUALIFY row_number() OVER (PARTITION BY batch_id ORDER BY decided_at DESC) = 1"
-        if gate else "SELECT NULL::VARCHAR AS batch_id, NULL::VARCHAR AS decision, NULL::VARCHAR AS reason, "
+        f"SELECT * FROM {LAKE}.quality.batch_gate "
+        f"QUALIFY row_number() OVER (PARTITION BY batch_id, dataset ORDER BY decided_at DESC) = 1"
+        if gate else "SELECT NULL::VARCHAR AS batch_id, NULL::VARCHAR AS dataset, NULL::VARCHAR AS decision, NULL::VARCHAR AS reason, "
                      "NULL::VARCHAR AS override_by, NULL::TIMESTAMPTZ AS decided_at WHERE false"))
     inst = _dicts(con, """
         SELECT b.institution_code, count(*) AS batches, sum(b.rows_checked) AS rows_checked,
                sum(coalesce(b.rows_passing, 0)) AS rows_passing,
                count(*) FILTER (g.decision = 'held') AS held, count(*) FILTER (b.status = 'ERROR') AS errors,
                string_agg(DISTINCT b.dataset, ',' ORDER BY b.dataset) AS datasets
-        FROM _office_batch b LEFT JOIN _office_gate g USING (batch_id)
+        FROM _office_batch b LEFT JOIN _office_gate g USING (batch_id, dataset)
         GROUP BY 1""")
     for i in inst:
         i["name"] = names.get(i["institution_code"], "")
@@ -103,7 +104,7 @@ def load_office_data(con, threshold: float | None = None) -> dict:
     if _exists(con, "quality", "rule_result_by_institution"):
         con.execute(f"""CREATE OR REPLACE TEMP VIEW _office_rule AS
             SELECT r.* FROM {LAKE}.quality.rule_result_by_institution r
-            JOIN _office_batch b ON b.batch_id = r.batch_id AND b.run_id = r.run_id""")
+            JOIN _office_batch b ON b.batch_id = r.batch_id AND b.dataset = r.dataset AND b.run_id = r.run_id""")
         for key, into in (("dimension", "dimensions"), ("severity", "severities")):
             data[into] = _dicts(con, f"""
                 SELECT {key} AS k, count(DISTINCT rule_id) AS rules, sum(rows_checked) AS rows_checked,
@@ -140,7 +141,10 @@ def load_office_data(con, threshold: float | None = None) -> dict:
     if _exists(con, "quality", "batch_override"):
         data["overrides"] = _dicts(con, f"""
             SELECT o.batch_id, g.institution_code, g.dataset, o.decided_by, o.reason, o.decided_at
-            FROM {LAKE}.quality.batch_override o LEFT JOIN _office_gate g USING (batch_id) ORDER BY o.decided_at DESC""")
+            FROM {LAKE}.quality.batch_override o
+            LEFT JOIN (SELECT batch_id, any_value(institution_code) AS institution_code,
+                              string_agg(DISTINCT dataset, ',') AS dataset FROM _office_gate GROUP BY 1) g USING (batch_id)
+            ORDER BY o.decided_at DESC""")
     data["decisions"] = dict(con.execute("SELECT decision, count(*) FROM _office_gate GROUP BY 1").fetchall())
     return data
 

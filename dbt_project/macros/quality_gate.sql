@@ -6,7 +6,8 @@
 
     quality/gate.py appends one decision per batch and run to lake.quality.batch_gate (promoted | held,
     with the reason and, for an override, who released it); a batch's current decision is its latest
-    row. Only batches whose current decision is 'promoted' are read: a held batch (合格率 below its
+    row per data set, and a file of a multi-data-set feed (HL7, FHIR) is promoted only when every data
+    set of it is. Only promoted batches are read: a held batch (合格率 below its
     threshold, or a critical rule that could not run) and a batch not decided yet are left out, and
     every other batch of every institution goes on. A held batch comes back on the next dbt run once
     it is released (a corrected re-delivery is a new batch; an override appends a 'promoted' row).
@@ -21,9 +22,13 @@
         true
     {%- elif execute and var('quality_gate', true) and quality_gate_table_exists() -%}
         {{ batch_column }} in (
-            select batch_id from {{ target.database }}.quality.batch_gate
+            select batch_id from (
+                select batch_id, dataset, arg_max(decision, decided_at) as decision
+                from {{ target.database }}.quality.batch_gate
+                group by batch_id, dataset
+            )
             group by batch_id
-            having arg_max(decision, decided_at) = 'promoted'
+            having bool_and(decision = 'promoted')
         )
     {%- else -%}
         true
