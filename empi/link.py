@@ -27,6 +27,10 @@ __all__ = ["LinkResult", "link", "UPPER", "LOWER"]
 
 UPPER = 0.99    # auto-link at or above
 LOWER = 0.50    # review queue at or above (below: a new person)
+# Two given names (toneless pinyin) that are another name, not a variant: different readings and
+# Jaro-Winkler below 0.92 (子佳 zijia / 希琪 xiqi; 子轩 zixuan / 子涵 zihan is 0.86).
+NAMES_DIFFER = ("coalesce(name_py_l <> name_py_r AND given_py_l <> given_py_r "
+                "AND jaro_winkler_similarity(given_py_l, given_py_r) < 0.92, false)")
 
 
 @dataclass
@@ -125,9 +129,11 @@ def link(con: duckdb.DuckDBPyConnection, source: str, *, upper: float = UPPER, l
         pairs, model = train_and_predict(con, "empi_std", lower, seed=seed)
         # Vetoes: a birth date differing by more than one typed character, or a different sex, means
         # two people (a father and a son with one name and one phone, say), whatever the other
-        # fields say: such a pair is never linked automatically; it may go to review.
+        # fields say; so do two given names that are neither the same reading nor one slip apart
+        # (twins: one birth date, home and phone, another name). Such a pair is never linked
+        # automatically; it may go to review.
         edges = con.execute(f"""SELECT identity_key_l, identity_key_r,
-                                       CASE WHEN gamma_birth_date = 0 OR gamma_sex = 0
+                                       CASE WHEN gamma_birth_date = 0 OR gamma_sex = 0 OR ({NAMES_DIFFER})
                                             THEN least(match_probability, {upper} - 1e-9)
                                             ELSE match_probability END,
                                        det_key_l, det_key_r

@@ -8,7 +8,7 @@ Comparisons (Fellegi-Sunter, one m/u pair per level):
 * birth date: exact, else one character differs (Hamming; DuckDB's damerau_levenshtein costs
   ~23 µs a pair, 50x Hamming: it made u estimation on 2M pairs take 45 s);
 * sex; phone (exact, term-frequency adjusted: children share a guardian's phone);
-* address: division and text exact, else division exact;
+* address: text exact (and division equal or not stated), else division exact;
 * ID number: exact, else Hamming ≤ 2 (one mistyped digit, or two adjacent digits swapped: the
   ID-typo residue), compared only when the number is not a placeholder.
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 
 import duckdb
 
@@ -85,8 +86,12 @@ def settings(prior: float = 1e-4, term_frequencies: bool = True, backend: str = 
     address = cl.CustomComparison(
         output_column_name="address",
         comparison_levels=[
-            cll.NullLevel("division"),
-            lv(cll.And(cll.ExactMatchLevel("division"), cll.ExactMatchLevel("address")), 0.70, 0.001),
+            cll.CustomLevel("(division_l IS NULL OR division_r IS NULL) AND NOT coalesce(address_l = address_r, false)",
+                            "no division to compare").configure(is_null_level=True),
+            # the text names city, county and street: equal text is the same home even when one
+            # side left the division code empty
+            lv(cll.CustomLevel("address_l = address_r AND (division_l = division_r OR division_l IS NULL "
+                               "OR division_r IS NULL)", "same address"), 0.70, 0.001),
             lv(cll.ExactMatchLevel("division"), 0.20, 0.25),
             lv(cll.ElseLevel(), 0.10, 0.749),
         ])
@@ -104,7 +109,7 @@ def settings(prior: float = 1e-4, term_frequencies: bool = True, backend: str = 
         probability_two_random_records_match=prior,
         retain_matching_columns=True,
         retain_intermediate_calculation_columns=False,
-        additional_columns_to_retain=["det_key"],
+        additional_columns_to_retain=["det_key", "surname_py", "given_py"],
         max_iterations=20,
     )
 
@@ -129,10 +134,26 @@ def _spark_api(con: duckdb.DuckDBPyConnection, table: str):
     except ImportError as e:   # pyspark is not a dependency of the default (DuckDB) deployment
         raise RuntimeError("HEALTHLAKE_EMPI_BACKEND=spark needs pyspark (pip install pyspark==3.5.*, Java 17): "
                            "see empi/README.md") from e
-    from splink import SparkAPI
+    import sqlglot
+    from splink.backends.spark import SparkAPI, similarity_jar_location
+    from splink.internals.spark.spark_helpers.custom_spark_dialect import CustomSpark  # noqa: F401 (registers it)
 
+    try:   # Splink's Spark dialect subclasses sqlglot's Generator: impossible under sqlglotc (mypyc)
+        sqlglot.transpile("SELECT 1", write="customspark")
+    except TypeError as e:
+        raise RuntimeError("HEALTHLAKE_EMPI_BACKEND=spark needs the pure-Python sqlglot (sqlglotc, the compiled "
+                           "build, refuses Splink's Spark dialect): see empi/README.md") from e
+
+    # Splink's Scala UDFs (jaro_winkler …) must be on the session's class path when it starts
     spark = (SparkSession.builder.master(os.environ.get("HEALTHLAKE_SPARK_MASTER", "local[*]"))
-             .appName("healthlake-empi").getOrCreate())
+             .appName("healthlake-empi").config("spark.jars", similarity_jar_location())
+             .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+             .config("spark.sql.session.timeZone", "UTC")
+             .config("spark.sql.shuffle.partitions", os.environ.get("HEALTHLAKE_SPARK_SHUFFLE_PARTITIONS", "8"))
+             .getOrCreate())
+    # Splink breaks lineage with checkpoints
+    spark.sparkContext.setCheckpointDir(os.environ.get("HEALTHLAKE_SPARK_CHECKPOINT_DIR")
+                                        or tempfile.mkdtemp(prefix="empi_spark_"))
     frame = spark.createDataFrame(con.execute(f"SELECT * FROM {table}").fetch_arrow_table().to_pandas())
     db = SparkAPI(spark_session=spark)
     return db, db.register(frame)

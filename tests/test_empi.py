@@ -184,3 +184,27 @@ def test_backend_is_selectable_and_spark_says_what_it_needs(monkeypatch):
         rows = [ident(f"k{i}", "张三", "1990-01-01", "1") for i in range(2)]
         with pytest.raises(RuntimeError, match="pyspark"):
             link(con, table(con, rows))
+
+
+def test_same_sex_twins_stay_apart_and_an_address_without_division_still_counts():
+    from datetime import date
+
+    id_a = make_id("511011", date(2025, 11, 11), 358)
+    con = duckdb.connect()
+    home = "内江市东兴区田家镇观音村4组59号"
+    rows = [
+        # twin sisters: one birth date, home and phone; the elder has an ID, the younger not yet
+        ident("w1", "王子佳", "2025-11-11", "2", id_a, "19902811187", division="511011", address=home),
+        ident("w2", "王子佳", "2025-11-11", "2", None, "19902811187", division=None, address=home),
+        ident("w3", "王希琪", "2025-11-11", "2", None, "19902811187", division="511011", address=home),
+        ident("w4", "王希琪", "2025-11-11", "2", None, "19902811187", division="511011", address=home),
+        # a homophone surname, no ID, no division code, another phone: the address text still matches
+        ident("h1", "刘佳语", "2011-08-16", "2", make_id("511083", date(2011, 8, 16), 422), "18059290921",
+              division="511083", address="内江市隆昌市响石镇永安村12组71号"),
+        ident("h2", "柳佳语", "2011-08-16", "2", None, "18021947209", division=None,
+              address="内江市隆昌市响石镇永安村12组71号"),
+    ]
+    link(con, table(con, rows))
+    cluster = dict(con.execute("SELECT identity_key, cluster_id FROM empi_links").fetchall())
+    assert cluster["w1"] == cluster["w2"] and cluster["w3"] == cluster["w4"] and cluster["w1"] != cluster["w3"]
+    assert cluster["h1"] == cluster["h2"]
