@@ -182,7 +182,7 @@ def run_table_rules(table: str, rules: str | Path | RuleFile | Iterable[Rule | M
     rules = _resolve_rules(table, rules)
     if not rules:
         return []
-    if schema == "bronze":
+    if schema == "bronze" or any("quality.ref_" in str(r.kwargs.get("unexpected_rows_query", "")) for r in rules):
         _ensure_reference(settings)
 
     results: dict[str, RuleResult] = {}
@@ -238,7 +238,8 @@ def run_table_rules(table: str, rules: str | Path | RuleFile | Iterable[Rule | M
 
 
 def _ensure_reference(settings: Settings | None) -> None:
-    """The bronze rules join to ``lake.quality.ref_*`` (quality/reference.py): create or refresh them.
+    """The bronze rules (and a few mart rules) join to ``lake.quality.ref_*`` (quality/reference.py): create or
+    refresh them.
 
     Best effort: when another writer holds the catalog the tables are normally already there (the
     sync writes only on change); a rule whose reference table is missing is ERROR on its own.
