@@ -171,6 +171,8 @@ def train_and_predict(con: duckdb.DuckDBPyConnection, table: str, lower: float, 
     backend = backend or backend_from_env()
     for name in ("splink", "splink.internals"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # "probe returned zero blocked pairs" (a small city: EM then takes every pair, as it should)
+    logging.getLogger("splink.internals.em_sampling").setLevel(logging.ERROR)
     if backend == "spark":
         db, sdf = _spark_api(con, table)
     else:

@@ -79,8 +79,11 @@ def standardise(con: duckdb.DuckDBPyConnection, source: str, out: str = "std") -
     CREATE OR REPLACE TEMP TABLE __empi_ids AS
     WITH cleaned AS (
         SELECT identity_key,
-               NULLIF(regexp_replace(translate(upper(CAST(id_number AS VARCHAR)), '{_FULL}', '{_HALF}'),
-                                     '[\\s\\-\\x{{3000}}]', '', 'g'), '') AS raw_id,
+               -- translate() costs ~3 µs a value: only numbers that are not already clean go through it
+               CASE WHEN regexp_full_match(CAST(id_number AS VARCHAR), '[0-9]{{17}}[0-9X]|[0-9]{{15}}')
+                        THEN CAST(id_number AS VARCHAR)
+                    ELSE NULLIF(regexp_replace(translate(upper(CAST(id_number AS VARCHAR)), '{_FULL}', '{_HALF}'),
+                                               '[\\s\\-\\x{{3000}}]', '', 'g'), '') END AS raw_id,
                NULLIF(regexp_replace(CAST(id_type_code AS VARCHAR), '\\s', '', 'g'), '') AS id_type
         FROM __empi_in
     ), shaped AS (
@@ -123,8 +126,10 @@ def standardise(con: duckdb.DuckDBPyConnection, source: str, out: str = "std") -
         JOIN __empi_ids ids USING (identity_key)
         LEFT JOIN __empi_names n ON n.name = i.name
         LEFT JOIN __empi_addr a ON a.address_text = i.address_text
-        CROSS JOIN LATERAL (SELECT NULLIF(regexp_replace(translate(CAST(i.phone AS VARCHAR), '{_FULL[:10]}',
-                                                                   '0123456789'), '[^0-9]', '', 'g'), '') AS digits) p
+        CROSS JOIN LATERAL (SELECT CASE WHEN regexp_full_match(CAST(i.phone AS VARCHAR), '[0-9]+')
+                                            THEN CAST(i.phone AS VARCHAR)
+                                        ELSE NULLIF(regexp_replace(translate(CAST(i.phone AS VARCHAR), '{_FULL[:10]}',
+                                                    '0123456789'), '[^0-9]', '', 'g'), '') END AS digits) p
     ), shared AS (
         SELECT id18, count(DISTINCT coalesce(surname_py, '?') || coalesce(CAST(birth_date AS VARCHAR), '?')) AS people
         FROM base WHERE id_valid GROUP BY id18
