@@ -3,8 +3,9 @@
 
 Each run: a fresh bucket and catalog database, the same synthetic city delivered to the S3 landing
 zone, then every institution ingested by N writer processes (one institution partition at a time
-per writer, as Dagster's multiprocess runs do). Printed: files, rows, seconds, rows/s, and the
-speed-up against the 1-writer run of the same benchmark (the limit: N×, or the machine's cores).
+per writer, as Dagster's multiprocess runs do). Printed: files, rows, seconds, rows/s, the
+speed-up against the 1-writer run of the same benchmark (the limit: N×, or the machine's cores),
+and the lake's Parquet bytes per bronze row (what the sizing in docs/deployment.md scales up).
 
     python -m bench parallel_writers      (BENCH_PW_RESIDENTS=3000, BENCH_PW_DAYS=2, BENCH_PW_WRITERS=1,2,4)
 """
@@ -44,6 +45,7 @@ def run_once(s3, pg, city: Path, workers: int, n: int) -> dict:
         t0 = time.perf_counter()
         results = ingest_parallel(codes, workers=workers)
         seconds = time.perf_counter() - t0
+        data_bytes = lake_bytes(settings())
     finally:
         for k, v in saved.items():
             if v is None:
@@ -53,14 +55,25 @@ def run_once(s3, pg, city: Path, workers: int, n: int) -> dict:
     batches = [b for r in results for b in r.batches]
     failed = [b for b in batches if b.status == "failed"]
     rows = sum(b.rows_read for b in batches if b.status == "loaded")
+    loaded = sum(b.rows_loaded for b in batches if b.status == "loaded")
     return {"writers": workers, "files": files, "batches": len(batches), "failed": len(failed), "rows": rows,
-            "seconds": seconds, "rows_per_s": rows / seconds, "files_per_s": len(batches) / seconds}
+            "seconds": seconds, "rows_per_s": rows / seconds, "files_per_s": len(batches) / seconds,
+            "lake_bytes": data_bytes, "bytes_per_row": data_bytes / max(loaded, 1)}
+
+
+def lake_bytes(s) -> int:
+    """Bytes of every object under the lake's data path (bronze and ops Parquet files)."""
+    from healthlake.storage import minio_client, split_url
+
+    bucket, prefix = split_url(s.data_path)
+    return sum(o.size or 0 for o in minio_client(s).list_objects(bucket, prefix=prefix, recursive=True))
 
 
 def main() -> dict:
     from healthlake.servers import postgres, seaweedfs
     from synthetic import generate_city
 
+    print(f"load average at the start: {os.getloadavg()[0]:.1f} ({os.cpu_count()} cores)", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-pw-") as tmp:
         city = Path(tmp) / "city"
         generate_city(city, residents=RESIDENTS, days=DAYS, seed=20261123)
@@ -73,7 +86,9 @@ def main() -> dict:
                 print(f"writers={w}: {r['batches']} files, {r['rows']:,} rows in {r['seconds']:.1f} s = "
                       f"{r['rows_per_s']:,.0f} rows/s, {r['files_per_s']:.2f} files/s; failed {r['failed']}; "
                       f"speed-up {r['rows_per_s'] / base['rows_per_s']:.2f}x vs 1 writer "
-                      f"(limit {min(w, os.cpu_count() or 1)}x on {os.cpu_count()} cores)", flush=True)
+                      f"(limit {min(w, os.cpu_count() or 1)}x on {os.cpu_count()} cores); "
+                      f"lake {r['lake_bytes'] / 1e6:.1f} MB = {r['bytes_per_row']:.0f} bytes/row; "
+                      f"load average {os.getloadavg()[0]:.1f}", flush=True)
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     return {"runs": out}
 
