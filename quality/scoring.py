@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
 import uuid
 from collections import defaultdict
@@ -242,6 +243,55 @@ def failing_rows_sql(rule: Rule, scope: str = SCOPE_VIEW) -> str:
     return f"SELECT * FROM {batch} WHERE {_predicate(rule)}"
 
 
+_ROW_RULE = re.compile(r"^SELECT \* FROM \{batch\}(?: WHERE (?P<where>.*?))?(?: QUALIFY (?P<qualify>.*))?$", re.S)
+
+
+def failing_flag_sql(rule: Rule) -> str | None:
+    """The rule as a boolean over one row of ``{batch}`` (true = the row fails), or None.
+
+    The same rows as ``failing_rows_sql`` for the shapes that select rows of the batch one for one:
+    column-map expectations, uniqueness (a window), and ``SELECT * FROM {batch} [WHERE c] [QUALIFY w]``.
+    QUALIFY sees only the rows WHERE kept, so ``c`` becomes the leading key of every window partition.
+    Any other query (a join, a GROUP BY, another alias) is None: it runs on its own.
+    """
+    e = rule.expectation
+    if e == "unexpected_rows_expectation":
+        query = " ".join(str(rule.kwargs.get("unexpected_rows_query") or "").split())
+        m = _ROW_RULE.match(query)
+        if not m or "{" in (m.group("where") or "") + (m.group("qualify") or ""):
+            return None
+        where, qualify = m.group("where"), m.group("qualify")
+        if where and re.search(r"\b(QUALIFY|GROUP BY|ORDER BY|LIMIT|UNION)\b", where):
+            return None
+        if not qualify:
+            return f"coalesce({where}, false)" if where else "true"
+        if qualify.count(" OVER (") != qualify.count(" OVER (PARTITION BY "):
+            return None
+        c = where or "true"
+        return f"(coalesce({c}, false) AND coalesce({qualify.replace(' OVER (PARTITION BY ', f' OVER (PARTITION BY ({c}), ')}, false))"
+    if e == "expect_column_values_to_be_unique":
+        col = _col(rule.kwargs["column"])
+        return f"({col} IS NOT NULL AND count(*) OVER (PARTITION BY {col}) > 1)"
+    try:
+        return f"coalesce({_predicate(rule)}, false)"
+    except (QualityError, KeyError):
+        return None
+
+
+def combined_failing_rows_sql(rules: Sequence[Rule], scope: str = SCOPE_VIEW) -> str:
+    """One pass over ``scope``: (rule_id, _batch_id, _source_row) of every failing row of every rule.
+
+    Every rule must have a ``failing_flag_sql``. The flags are computed side by side on one read of
+    the rows and unpivoted: the same rows as one ``failing_rows_sql`` query per rule, for one scan.
+    """
+    flags = [(r.id, failing_flag_sql(r)) for r in rules]
+    cols = ", ".join(f"{f} AS {_col(rid)}" for rid, f in flags)
+    names = ", ".join(_col(rid) for rid, _ in flags)
+    return (f"SELECT rule_id, _batch_id, _source_row FROM ("
+            f"SELECT _batch_id, _source_row, {cols} FROM {_BATCH_SQL.format(scope=scope)}) AS _flags "
+            f"UNPIVOT (failed FOR rule_id IN ({names})) WHERE failed")
+
+
 # --- running ----------------------------------------------------------------------------------
 
 def bronze_datasets(rules_dir: str | Path | None = None) -> list[str]:
@@ -340,7 +390,19 @@ def run_dataset_rules(dataset: str, batch_ids: Sequence[str] | None = None, sett
         timings["scope"] = time.perf_counter() - t0
         errors: dict[str, str] = {}
         t0 = time.perf_counter()
-        for rule in rule_list:
+        # One scan for every rule that selects rows of the batch one for one; the rest (and all of
+        # them, if the combined pass fails: a broken rule must be ERROR alone) one query per rule.
+        combined = [r for r in rule_list if failing_flag_sql(r) is not None]
+        single = [r for r in rule_list if r not in combined]
+        if len(combined) > 1:
+            try:
+                con.execute(f"INSERT INTO {FAIL_TABLE} {combined_failing_rows_sql(combined, SCOPE_VIEW)}")
+            except Exception as e:  # noqa: BLE001 - find the broken rule(s) one by one below
+                log.info("quality: combined pass over %s failed (%s); rules run one by one", dataset, _short(e))
+                single = list(rule_list)
+        else:
+            single = list(rule_list)
+        for rule in single:
             try:
                 sql = failing_rows_sql(rule, SCOPE_VIEW)
                 con.execute(f"INSERT INTO {FAIL_TABLE} SELECT {_lit(rule.id)}, _batch_id, _source_row FROM ({sql})")
