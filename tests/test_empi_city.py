@@ -118,13 +118,17 @@ def test_twins_and_newborns(city):
     key_of = {(i, d, s): k for i, d, s, k in q("SELECT institution_code, source_dataset, source_id, person_key "
                                                 "FROM lake.population.person_identifier")}
     keys: dict[str, set] = {}
-    kinds = set()
+    kinds, variants, phone_changed, moved = set(), set(), 0, 0
     for i in csv.DictReader(open(truth / "identities.csv", encoding="utf-8")):
         kinds.add(i["id_defect"])
+        variants.add(i["name_variant"])
+        phone_changed += i["phone_changed"] == "1"
+        moved += i["address_moved"] == "1"
         k = key_of.get((i["institution_code"], i["dataset"], i["source_id"]))
         if k:
             keys.setdefault(i["person_uid"], set()).add(k)
     assert {"newborn_missing", "placeholder", "transposition", "invalid_checksum", "missing"} <= kinds
+    assert {"traditional", "homophone", "pinyin", "spaced"} <= variants and phone_changed and moved
     for a, b in twins:   # twins are never one person
         assert not keys.get(a["person_uid"], set()) & keys.get(b["person_uid"], set())
 
