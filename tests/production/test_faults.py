@@ -297,6 +297,37 @@ def test_sigkill_during_ingest_then_rerun_converges(fault_lake, lake_con):
     deliveries.assert_all_loaded_once(lake_con)
 
 
+def test_maintenance_after_the_kills_deletes_orphans_and_nothing_needed(fault_lake, lake_con):
+    """The maintenance job on PostgreSQL + S3 deletes what killed writers left (Parquet files
+    written, never committed) and nothing a table needs."""
+    from datetime import datetime, timezone
+
+    from pipelines.defs.maintenance.lake_maintenance import maintain_lake
+
+    r = maintain_lake(delete_older_than=datetime.now(timezone.utc), move_cold=False)
+    print(f"maintenance after the kills: {r.metadata()}", file=sys.stderr)
+    assert stored_objects() == referenced_files(lake_con)  # no orphan left, nothing needed deleted
+    assert_consistent(lake_con)
+    fault_lake["deliveries"].assert_all_loaded_once(lake_con)
+
+
+def stored_objects() -> int:
+    from healthlake.storage import minio_client, split_url
+
+    s = settings()
+    bucket, prefix = split_url(s.data_path)
+    return sum(1 for _ in minio_client(s).list_objects(bucket, prefix=prefix, recursive=True))
+
+
+def referenced_files(con) -> int:
+    """Files the catalog knows: data and delete files of the current and retained snapshots, and
+    those merged away, waiting for their grace period to pass before they are deleted."""
+    meta = "__ducklake_metadata_lake"
+    return con.execute(f"SELECT (SELECT count(*) FROM {meta}.ducklake_data_file) + "
+                       f"(SELECT count(*) FROM {meta}.ducklake_delete_file) + "
+                       f"(SELECT count(*) FROM {meta}.ducklake_files_scheduled_for_deletion)").fetchone()[0]
+
+
 def assert_mart_whole(con) -> None:
     """The mart is there and readable, no half-swapped dbt relation left, the published database (if
     any) whole: the old file or the new one."""
