@@ -111,19 +111,6 @@ class ForkServer:
             self.proc.wait()
 
 
-def start(step: str, *args: str) -> subprocess.Popen:
-    """A step as a fresh process (the real start-up, imports included)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    return subprocess.Popen([sys.executable, str(WORKER), step, *args], cwd=REPO_ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def run(step: str, *args: str, timeout: float = 300) -> tuple[int, str]:
-    p = start(step, *args)
-    out, _ = p.communicate(timeout=timeout)
-    return p.returncode, out.decode(errors="replace")
-
-
 class Deliveries:
     """What institutions delivered: key → (institution, feed, sha256, records)."""
 
