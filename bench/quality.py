@@ -241,6 +241,17 @@ def main() -> None:
             pd_s, pd_rows, pd_rules, pd_left = gx_pandas(con, datasets, counts, PANDAS_ROWS)
         pandas_day = pd_s * total / max(pd_rows, 1)
 
+        # ours on the same column-map rules GX can run on pandas (the like-for-like figure)
+        from quality.scoring import run_dataset_rules
+
+        t0 = time.perf_counter()
+        with contextlib.closing(connect(s)) as con:
+            for x in datasets:
+                subset = [r for r in rules[x] if r.expectation != "unexpected_rows_expectation"]
+                if subset:
+                    run_dataset_rules(x, None, s, rules=subset, store=False, sync=False, con=con)
+        ours_colmap = time.perf_counter() - t0
+
         gx_s = None
         if GX_SQL:
             from quality.runner import run_table_rules
@@ -260,7 +271,8 @@ def main() -> None:
               f"largest per-rule failure-rate drift city→day {drift * 100:.3f} pp")
         print(f"GX on pandas: {pd_rules} column-map rules ({pd_left} SQL rules cannot run on pandas), sample of "
               f"{pd_rows:,} rows in {pd_s:.1f} s → extrapolated to {total:,} rows: {pandas_day:.0f} s "
-              f"(linear; loading the day into pandas not counted) = {pandas_day / ours:.1f}× ours")
+              f"(linear; loading the day into pandas not counted); ours on the same {pd_rules} rules over the "
+              f"whole day: {ours_colmap:.1f} s ({pandas_day / ours_colmap:.1f}× faster, and per institution × batch)")
         if gx_s is not None:
             print(f"GX pushed down to DuckDB (whole tables, per rule only, engine of record): {gx_s:.1f} s")
         print(f"RATIO quality = {ours / limit:.2f}× the limit (goal ≤ 1.50)")

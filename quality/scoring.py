@@ -12,7 +12,11 @@ So the grouped counts come from SQL *derived from the same rule definitions*:
   (nulls skipped except by ``..._to_not_be_null``; for a column-map rule filed under
   ``completeness`` nulls fail too, as ``runner._interpret`` counts them), see ``failing_rows_sql``.
 
-Each rule's failing rows are collected once (``_batch_id``, ``_source_row``: the row's identity in
+All rules of a data set are evaluated in ONE scan of its rows (``combined_failing_rows_sql``: each
+rule as a boolean row flag, ``failing_flag_sql``, side by side, unpivoted to the failing rows); a rule
+of another shape, or every rule when the combined pass fails (a broken rule), runs as its own query,
+so a broken rule is still ERROR alone. ``bench/quality.py`` measures this against one hand-written
+aggregate pass. Each rule's failing rows are collected once (``_batch_id``, ``_source_row``: the row's identity in
 bronze) in a temporary table; grouped counts, the critical-rule union per batch and the
 rectification lists all read that one table. ``tests/test_quality_scoring.py`` checks that the
 grouped counts summed over the groups equal GX's whole-table ``unexpected_count`` for every rule.
@@ -349,8 +353,8 @@ def run_dataset_rules(dataset: str, batch_ids: Sequence[str] | None = None, sett
                       registry=None, keep_failures: bool = False, con=None, sync: bool = True) -> DatasetRun:
     """Score the rules of ``bronze.<dataset>`` per institution and per batch.
 
-    ``batch_ids``: only these batches (default: every batch of the data set). One SQL query per rule
-    over the rows in scope; the results go to ``quality.rule_result_by_institution`` and
+    ``batch_ids``: only these batches (default: every batch of the data set). One scan of the rows in
+    scope for every rule (per-rule queries when that fails); the results go to ``quality.rule_result_by_institution`` and
     ``quality.batch_score`` (when ``store``). With ``gx=True`` GX also validates the whole table
     (the engine of record; stored in ``quality.rule_result`` under the same run id).
     ``keep_failures``: leave the temporary failing-row table ``_quality_fail`` (rule_id, _batch_id,
