@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from healthlake.lake import connect
-from ingest_adapters import RegistryError, ingest_landing, parse_registry
+from ingest_adapters import RegistryError, parse_registry
+from ingest_adapters import ingest_landing as _ingest_landing
 from ingest_adapters.fhir import evaluate, parse_path
 
 SYNTHEA = Path(__file__).resolve().parents[2] / "shared" / "reference" / "synthea" / "fhir_r4"
@@ -80,12 +81,30 @@ def put(s, code, name, data: bytes):
     return p
 
 
+_READER: dict = {}  # one read-only lake connection per test, closed before every ingest
+
+
 def q(s, sql, params=()):
-    con = connect(s, read_only=True)
-    try:
-        return con.execute(sql, list(params)).fetchall()
-    finally:
+    if "con" not in _READER:
+        _READER["con"] = connect(s, read_only=True)
+    return _READER["con"].execute(sql, list(params)).fetchall()
+
+
+def _close_reader():
+    con = _READER.pop("con", None)
+    if con is not None:
         con.close()
+
+
+def ingest_landing(s):
+    _close_reader()
+    return _ingest_landing(s)
+
+
+@pytest.fixture(autouse=True)
+def _reader_closed():
+    yield
+    _close_reader()
 
 
 TABLES = ("person", "encounter", "diagnosis", "lab_result", "prescription", "immunization", "procedure", "practitioner")
