@@ -47,7 +47,8 @@ def test_mart_rules_count_and_spread():
     assert len(rules) >= 60, len(rules)
     per_db = {db: sum(t.startswith(db + ".") for t, _ in rules) for db in DATABASES}
     assert all(n >= 10 for n in per_db.values()), per_db
-    assert {r.dimension for _, r in rules} >= {"completeness", "validity", "consistency", "uniqueness", "plausibility"}
+    assert {r.dimension for _, r in rules} == {"completeness", "validity", "consistency", "uniqueness", "plausibility",
+                                              "timeliness"}
     assert {r.severity for _, r in rules} == {"critical", "major", "minor"}
     # every mart with a rules file has its key checked (unique) as a critical rule
     for f in files:
@@ -112,7 +113,8 @@ def lake(tmp_path_factory):
                  "payment_method_code": "ZZ"}])
             _insert(con, "emr.fct_lab_result", [
                 {"lab_result_key": "L1", "encounter_key": "E1", "item_code": "10100101", "unit": "g/L",
-                 "result_value_numeric": 130, "is_known_lab_item": True},
+                 "result_value_numeric": 130, "is_known_lab_item": True, "reported_at": "2026-01-01 10:00",
+                 "_ingested_at": "2026-03-01 10:00:00+08"},                                                    # late
                 {"lab_result_key": "L2", "encounter_key": "E1", "item_code": "10100101", "unit": "mmol/L",   # unit
                  "result_value_numeric": 900, "is_known_lab_item": True},                                  # implausible
                 {"lab_result_key": "L3", "encounter_key": "EX", "item_code": "LOCAL1", "unit": "x",        # unknown item:
@@ -160,7 +162,7 @@ def test_every_mart_rule_runs_on_tables_shaped_like_the_marts(failing):
 
 @pytest.mark.parametrize("expected", [
     # lab: unit not allowed for the item; implausible value; reference low > high; encounter missing; local item
-    {"EMR-204": 1, "EMR-205": 1, "EMR-206": 1, "EMR-208": 1, "EMR-203": 1},
+    {"EMR-204": 1, "EMR-205": 1, "EMR-206": 1, "EMR-208": 1, "EMR-203": 1, "EMR-209": 1},
     {"EMR-010": 1, "EMR-011": 1, "EMR-012": 1},       # visit after death; fee < 0; payment code outside WS 445
     {"POP-102": 2, "POP-103": 1, "POP-104": 1, "POP-105": 1, "POP-106": 1},
     {"HR-203": 1, "HR-204": 1, "HR-206": 1},          # no vaccine; dose 0; vaccinated before birth
