@@ -95,7 +95,15 @@ def lake(tmp_path_factory):
             con.execute(f"INSERT INTO population.dim_person VALUES {_sql_rows(PERSONS)}")
             con.execute("CREATE TABLE emr.fct_encounter (encounter_key VARCHAR, visit_at TIMESTAMP, "
                         "visit_type_code VARCHAR, discharge_at TIMESTAMP, person_key VARCHAR, practitioner_key VARCHAR)")
-            con.execute(f"INSERT INTO emr.fct_encounter VALUES {_sql_rows(ENCOUNTERS)}")
+            con.execute("ALTER TABLE emr.fct_encounter ADD COLUMN length_of_stay_days INTEGER")
+            con.execute("ALTER TABLE emr.fct_encounter ADD COLUMN total_fee DECIMAL(18, 2)")
+            con.execute("ALTER TABLE emr.fct_encounter ADD COLUMN payment_method_code VARCHAR")
+            con.execute("INSERT INTO emr.fct_encounter (encounter_key, visit_at, visit_type_code, discharge_at, "
+                        f"person_key, practitioner_key) VALUES {_sql_rows(ENCOUNTERS)}")
+            # P09 died on 2026-01-03: E6 and E7 (2026-01-04) are after the death
+            con.execute("CREATE TABLE population.fct_vital_event (vital_event_key VARCHAR, person_key VARCHAR, "
+                        "event_type_code VARCHAR, event_date DATE)")
+            con.execute("INSERT INTO population.fct_vital_event VALUES ('V1', 'P09', '2', '2026-01-03')")
             con.execute("CREATE TABLE health_record.dim_health_record (record_key VARCHAR, created_date DATE)")
             con.execute("CREATE TABLE resource.dim_institution (institution_code VARCHAR, division_code VARCHAR)")
             con.execute(f"INSERT INTO resource.dim_institution VALUES {_sql_rows(INSTITUTIONS)}")
@@ -186,6 +194,9 @@ def test_encounter_rules_exact_counts(lake):
         "EMR-007": (PASS, 8, 0),    # no visit before the person's birth
         "EMR-008": (PASS, 8, 0),    # no visit in the future
         "EMR-009": (FAIL, 8, 1),    # FK to resource.dim_practitioner: K9
+        "EMR-010": (FAIL, 8, 2),    # E6, E7: P09's visits after P09's death
+        "EMR-011": (PASS, 8, 0),    # no fee or stay given: nothing negative
+        "EMR-012": (PASS, 8, 0),    # no payment method given
     }
     assert by_id(results)["EMR-005"].pass_rate == pytest.approx(7 / 8)
 
@@ -214,7 +225,7 @@ def test_every_validation_gets_self_contained_data_docs(lake):
 
     results = run_table_rules("emr.fct_encounter", RULES_DIR / "emr.fct_encounter.yaml", settings=lake,
                               docs_run_id="run-docs-1")
-    assert len(results) == 9
+    assert len(results) == 12
     page_path = data_docs_dir(lake) / "emr.fct_encounter" / "run-docs-1.html"
     page = page_path.read_text(encoding="utf-8")
     # GX's own rendering of this validation: the suite, its statistics and the expectations
@@ -338,18 +349,19 @@ def test_rules_file_for_another_table_is_refused(lake):
 def test_run_all_stores_results_and_appends(lake):
     first = run_all(settings=lake)
     assert sorted(first.tables_run) == ["emr.fct_encounter", "health_record.dim_health_record",
-                                        "population.dim_person", "resource.dim_institution",
-                                        "resource.dim_practitioner"]
-    # the bronze rules files' tables are not in this mart-only lake
-    assert first.tables_skipped and all(t.startswith("bronze.") for t in first.tables_skipped)
-    assert len(first.results) == 6 + 9 + 3 + 3 + 4
+                                        "population.dim_person", "population.fct_vital_event",
+                                        "resource.dim_institution", "resource.dim_practitioner"]
+    # the bronze tables and the other marts are not in this lake: skipped, not ERROR
+    assert "bronze.person" in first.tables_skipped and "emr.fct_lab_result" in first.tables_skipped
+    assert not set(first.tables_skipped) & set(first.tables_run)
+    assert len(first.results) == 6 + 12 + 3 + 3 + 4 + 8
     second = run_all(settings=lake)
     assert second.run_id != first.run_id
     with contextlib.closing(connect(lake, read_only=True)) as con:
         stored = con.execute(
             "SELECT run_id, count(*), count(*) FILTER (status = 'NOT_APPLICABLE') FROM quality.rule_result "
             "WHERE run_id IN (?, ?) GROUP BY run_id ORDER BY 1", [first.run_id, second.run_id]).fetchall()
-        assert sorted(stored) == sorted([(first.run_id, 25, 3), (second.run_id, 25, 3)])
+        assert sorted(stored) == sorted([(first.run_id, 36, 3), (second.run_id, 36, 3)])
         row = con.execute(
             "SELECT table_name, rule_name, dimension, severity, status, rows_checked, rows_failed, pass_rate, "
             "threshold, message, typeof(run_at) FROM quality.rule_result WHERE run_id = ? AND rule_id = 'POP-006'",
