@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
-from synthetic import clinical
+from synthetic import clinical, services
 from synthetic.clinical import DRUGS, DRUGS_FOR, LAB_ITEMS, PANELS, PANELS_FOR, SCHEDULE, route
 from synthetic.defects import IdentityVariation
 from synthetic.institutions import CityInstitutions, Institution
@@ -262,6 +262,8 @@ class Activity:
                                                       "department_code": s.department_code,
                                                       "profession": s.profession, "title": s.title,
                                                       "licence_number": s.licence}, s.id)
+            if "equipment" in services.DATASETS_BY_KIND.get(inst.kind, ()):
+                services.equipment(self, inst)
 
     def first_pass(self) -> None:
         """Every resident once, in index order: truth, day-1 patient masters and health records,
@@ -314,6 +316,7 @@ class Activity:
             p = self.pop.person(idx)
             self._emit_record(self.home_centre(p), p, self.record_created(p), first=True)
         self._vaccinations(k, day)
+        services.run_day(self, k, day)
 
     def _next(self, *key) -> int:
         n = self.counters.get(key, 0) + 1
@@ -421,6 +424,8 @@ class Activity:
         if inst.is_hospital:
             self._labs(r, inst, p, enc_id, pid, visit_type, visit_at, diagnoses)
         self._orders(r, inst, enc_id, pid, visit_type, visit_at, diagnoses)
+        if inst.is_hospital:
+            services.exam_reports(self, inst, p, enc_id, pid, visit_type, visit_at, diagnoses)
 
     def _department(self, r, inst: Institution, visit_type: int, age: int, main_code: str):
         if visit_type == 2:

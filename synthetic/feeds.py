@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from synthetic.institutions import Institution
+from synthetic import services as _services
 
 CATALOG = Path(__file__).resolve().parents[1] / "catalog" / "standard_datasets.yaml"
 
@@ -190,6 +191,10 @@ _CHINESE = {
                      "title": ["职称", "技术职务"], "licence_number": ["执业证书编码", "证书编号"]},
 }
 _STYLES = {"pinyin": _PINYIN, "english": _ENGLISH, "chinese": _CHINESE}
+# The data sets of synthetic/services.py (exam reports, maternal-child visits, elderly checks,
+# births and deaths, equipment) join the tables above.
+DICTIONARIES = _services.extend_feeds(DATASETS_BY_KIND, {"hospital": _FEED_IDS_HOSPITAL, "primary": _FEED_IDS_PRIMARY},
+                                      _OMITTABLE, _STYLES, DICTIONARIES)
 
 
 def _h(*parts) -> int:
