@@ -57,6 +57,9 @@ BATCHES = {
     "b07": ("H001", "practitioner", 0), "b08": ("C001", "health_record", 1), "b09": ("C001", "chronic_followup", 1),
     "b10": ("CDC01", "immunization", 1),
     "b11": ("H001", "person", 24), "b12": ("H001", "encounter", 24),   # next day's re-sends
+    "b13": ("H001", "maternal_child_visit", 0), "b14": ("H001", "vital_event", 0), "b15": ("H001", "exam_report", 0),
+    "b16": ("H001", "equipment", 0), "b17": ("C001", "elderly_health_check", 1),
+    "b18": ("H001", "procedure", 0), "b19": ("H001", "imaging_instance", 0),
 }
 
 # dataset → rows: (batch, {element: raw text})
@@ -163,6 +166,57 @@ BRONZE: dict[str, list[tuple[str, dict]]] = {
     ],
 }
 
+BRONZE.update({
+    "maternal_child_visit": [
+        # the first antenatal visit types the blood, sent as text
+        ("b13", {"visit_id": "MV1", "id_number": ID_C, "name": "王五", "birth_date": "1990-05-06",
+                 "service_type_code": "1", "visit_date": "2024-03-02", "visit_seq": "1", "gestational_weeks": "12",
+                 "weight_kg": "58.5", "abo_blood_type_code": "A型", "rh_blood_type_code": "阳性"}),
+        ("b13", {"visit_id": "MV2", "id_number": ID_E, "name": "小明", "birth_date": "2020-03-01",
+                 "service_type_code": "04", "visit_date": "2024-03-02", "weight_kg": "16.5",
+                 "abo_blood_type_code": "X型"}),
+    ],
+    "vital_event": [
+        ("b14", {"event_id": "VB1", "event_type_code": "1", "event_at": "2024-03-03 10:00:00", "sex_code": "男",
+                 "mother_id_number": ID_C, "birth_weight_g": "2400", "gestational_weeks": "37",
+                 "place_division_code": "510105"}),
+        ("b14", {"event_id": "VD1", "event_type_code": "死亡", "event_at": "20240325040000", "name": "赵六",
+                 "sex_code": "1", "id_number": ID_D, "death_cause_code": "i21.900", "place_division_code": "510122"}),
+    ],
+    "exam_report": [
+        ("b15", {"report_id": "X1", "encounter_id": "E002", "patient_id": "P001", "accession_number": "SQX1",
+                 "exam_category": "放射",
+                 "exam_item_name": "胸部X线摄影", "conclusion": "未见异常", "is_abnormal": "否",
+                 "reported_at": "2024-03-06 10:00:00"}),
+    ],
+    "equipment": [
+        ("b16", {"equipment_id": "SB0001", "equipment_name": "X射线计算机体层摄影设备（CT）", "equipment_type": "ct",
+                 "department_code": "D02", "purchase_date": "2019-06-01", "status": "在用"}),
+    ],
+    "procedure": [
+        ("b18", {"procedure_id": "PR1", "encounter_id": "E002", "patient_id": "P001", "procedure_seq": "1",
+                 "procedure_code": "47001", "procedure_name": "阑尾切除术", "procedure_at": "2024-03-06 09:00:00",
+                 "procedure_end_at": "2024-03-06 10:10:00"}),
+        ("b18", {"procedure_id": "PR2", "encounter_id": "E002", "patient_id": "P001", "procedure_seq": "2",
+                 "procedure_code": "88.8888", "procedure_name": "自定义操作"}),
+    ],
+    "imaging_instance": [
+        ("b19", {"sop_instance_uid": "1.2.3.1.1", "study_instance_uid": "1.2.3", "series_instance_uid": "1.2.3.1",
+                 "accession_number": "SQX1", "patient_id": "P001", "patient_sex": "M", "modality": "ct",
+                 "study_date": "20240306", "study_time": "101500.25", "series_number": "1", "instance_number": "1",
+                 "file_bytes": "39206"}),
+        ("b19", {"sop_instance_uid": "1.2.3.1.2", "study_instance_uid": "1.2.3", "series_instance_uid": "1.2.3.1",
+                 "accession_number": "SQX1", "patient_id": "P001", "patient_sex": "M", "modality": "CT",
+                 "study_date": "20240306", "study_time": "101500.25", "series_number": "1", "instance_number": "2",
+                 "file_bytes": "39206"}),
+    ],
+    "elderly_health_check": [
+        ("b17", {"check_id": "EC1", "record_id": "R002", "id_number": ID_D, "name": "赵六", "check_date": "2024-02-20",
+                 "systolic_bp": "150", "diastolic_bp": "85", "fasting_glucose": "6.1", "height_cm": "170",
+                 "weight_kg": "72.3", "self_care_score": "5"}),
+    ],
+})
+
 INSTITUTIONS = [
     ("H001", "市第一人民医院", "hospital", "三级甲等", "510104", 2),
     ("C001", "锦江区社区卫生服务中心", "community_health_centre", None, "510104", 1),
@@ -214,7 +268,7 @@ def run_dbt(*args: str) -> subprocess.CompletedProcess:
            "DBT_LOG_PATH": str(settings().root / "dbt_logs")}
     dbt = Path(sys.executable).with_name("dbt")
     return subprocess.run([str(dbt), *args, "--project-dir", str(DBT_PROJECT_DIR)],
-                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1500)
 
 
 @pytest.fixture(scope="module")
@@ -368,8 +422,8 @@ def test_resource_marts(built_lake):
     con, _ = built_lake
     got = rows(con, "select institution_code, is_connected, batches_loaded, batches_failed, rows_loaded, "
                     "division_name from lake.resource.dim_institution order by 1")
-    assert got == [("C001", True, 2, 0, 5, "锦江区"), ("CDC01", True, 1, 0, 2, "成都市"),
-                   ("H001", True, 9, 0, 25, "锦江区"), ("T001", False, 0, 1, 0, "金堂县")]
+    assert got == [("C001", True, 3, 0, 6, "锦江区"), ("CDC01", True, 1, 0, 2, "成都市"),
+                   ("H001", True, 15, 0, 35, "锦江区"), ("T001", False, 0, 1, 0, "金堂县")]
     got = rows(con, "select department_code, approved_beds, open_beds from lake.resource.dim_department order by 1")
     assert got == [("D01", 50, 45), ("D02", None, None)]
 
@@ -405,6 +459,8 @@ def test_unmapped_codes_are_kept_and_listed_per_institution_and_code_system(buil
     assert got == [("H001", "GB/T 2261.1", "practitioner", "sex_code", "3", 1),
                    ("H001", "ICD-10", "diagnosis", "diagnosis_code", "I10.9", 1),
                    ("H001", "ICD-10", "diagnosis", "diagnosis_code", "XYZ", 1),
+                   ("H001", "ICD-9-CM-3", "procedure", "procedure_code", "88.8888", 1),
+                   ("H001", "WS 364 CV04.50.005", "maternal_child_visit", "abo_blood_type_code", "X型", 1),
                    ("H001", "WS/T 102", "lab_result", "item_code", "GLU", 1),
                    ("H001", "WS/T 102", "lab_result", "item_code", "HBSAG", 1)]
     # never dropped: the rows with those codes are in the marts
@@ -417,3 +473,158 @@ def test_retired_division_code_resolves_to_its_successor(built_lake):
     got = rows(con, "select record_id, address_division_code, current_division_code, current_division_name, "
                     "is_known_division from lake.health_record.dim_health_record order by 1")
     assert got == [("R001", "510104", "510104", "锦江区", True), ("R002", "510122", "510116", "双流区", True)]
+
+
+def test_public_health_and_vital_event_marts(built_lake):
+    con, _ = built_lake
+    from decimal import Decimal
+    got = rows(con, "select visit_id, service_type_name, abo_blood_type_code, abo_blood_type_name, rh_blood_type_name, "
+                    "is_known_abo_code, age_months, person_key is not null from lake.health_record.fct_maternal_child_visit "
+                    "order by 1")
+    assert got == [("MV1", "产前检查", "1", "A型", "Rh阳性", True, 405, True),
+                   ("MV2", "儿童健康检查", "X型", None, None, False, 48, True)]
+    got = rows(con, "select event_id, event_type_name, person_key is not null, mother_person_key is not null, "
+                    "is_low_birth_weight, death_cause_code, is_known_death_cause_code, place_current_division_code "
+                    "from lake.population.fct_vital_event order by 1")
+    assert got == [("VB1", "出生", False, True, True, None, None, "510105"),
+                   ("VD1", "死亡", True, False, None, "I21.9", True, "510116")]
+    got = rows(con, "select check_id, bmi, is_bp_high, is_glucose_high, self_care_level, person_key is not null "
+                    "from lake.health_record.fct_elderly_health_check")
+    assert got == [("EC1", Decimal("25.0"), True, False, "轻度依赖", True)]
+    got = rows(con, "select report_id, is_abnormal, encounter_key is not null, person_key is not null "
+                    "from lake.emr.fct_exam_report")
+    assert got == [("X1", False, True, True)]
+    got = rows(con, "select equipment_id, equipment_type, equipment_type_name, is_large_equipment, is_in_use "
+                    "from lake.resource.dim_equipment")
+    assert got == [("SB0001", "CT", "X射线计算机体层摄影设备", True, True)]
+
+
+def test_person_timeline_orders_events_across_institutions(built_lake):
+    con, _ = built_lake
+    got = rows(con, "select t.event_seq, t.event_type, t.institution_code, t.event_at::varchar "
+                    "from lake.health_record.person_timeline t join lake.population.dim_person p using (person_key) "
+                    "where p.id_number = ? order by t.event_seq", ID_D)
+    assert got == [(1, "health_record_created", "C001", "2023-01-15 00:00:00"),
+                   (2, "chronic_followup", "C001", "2024-01-12 00:00:00"),
+                   (3, "elderly_health_check", "C001", "2024-02-20 00:00:00"),
+                   (4, "outpatient_visit", "H001", "2024-03-15 10:30:00"),
+                   (5, "death", "H001", "2024-03-25 04:00:00")]
+    # a birth is on the mother's timeline
+    got = rows(con, "select t.event_type from lake.health_record.person_timeline t "
+                    "join lake.population.dim_person p using (person_key) where p.id_number = ? order by t.event_seq", ID_C)
+    assert got == [("maternal_child_visit",), ("birth",), ("admission",), ("discharge",)]
+
+
+def test_bed_capacity_counts_inpatients_at_midnight(built_lake):
+    con, _ = built_lake
+    got = rows(con, "select census_date::varchar, open_beds, inpatients_at_midnight, admissions, discharges "
+                    "from lake.resource.fct_bed_capacity where institution_code = 'H001' order by 1")
+    # E002 admitted 5 March, discharged 12 March (the corrected version); E005 in and out on 20 March
+    assert got[0] == ("2024-03-05", 45, 1, 1, 0)
+    assert got[-2] == ("2024-03-12", 45, 0, 0, 1)
+    assert got[-1] == ("2024-03-20", 45, 0, 1, 1)
+    assert len(got) == 9
+
+
+def test_procedures_and_imaging_studies(built_lake):
+    con, _ = built_lake
+    got = rows(con, "select procedure_id, procedure_code, standard_procedure_name, is_known_procedure_code, "
+                    "duration_minutes, person_key is not null from lake.emr.fct_procedure order by 1")
+    assert got == [("PR1", "47.001", "阑尾切除术", True, 70, True), ("PR2", "88.8888", None, False, None, True)]
+    got = rows(con, "select study_instance_uid, modalities, study_at::varchar, series_count, instance_count, total_bytes, "
+                    "sex_code, person_key is not null, exam_report_key is not null from lake.emr.fct_imaging_study")
+    assert got == [("1.2.3", "CT", "2024-03-06 10:15:00", 1, 2, 78412, "1", True, True)]
+
+
+def test_every_mart_has_an_enforced_contract_and_chinese_column_docs():
+    """Read from the project files (no dbt run): every mart model is declared with all its columns,
+    each typed (the contract dbt enforces at build time) and described in Chinese."""
+    import re
+
+    import yaml
+
+    cjk = re.compile(r"[\u4e00-\u9fff]")
+    project = yaml.safe_load((DBT_PROJECT_DIR / "dbt_project.yml").read_text(encoding="utf-8"))
+    assert project["models"]["healthlake"]["marts"]["+contract"] == {"enforced": True}
+    marts = DBT_PROJECT_DIR / "models" / "marts"
+    declared = {}
+    for yml in marts.rglob("*.yml"):
+        for m in (yaml.safe_load(yml.read_text(encoding="utf-8")) or {}).get("models", []):
+            declared[m["name"]] = m
+    models = sorted(p.stem for p in marts.rglob("*.sql"))
+    assert len(models) >= 24 and set(models) <= set(declared), set(models) - set(declared)
+    problems = []
+    for name in models:
+        m = declared[name]
+        assert (m.get("config") or {}).get("contract", {}).get("enforced", True), name
+        if not cjk.search(m.get("description", "")):
+            problems.append((name, "model description"))
+        assert m.get("columns"), name
+        for c in m["columns"]:
+            if not c.get("data_type"):
+                problems.append((name, c["name"], "data_type"))
+            if not cjk.search(c.get("description", "")):
+                problems.append((name, c["name"], "description"))
+    assert problems == []
+
+
+def _insert_bronze(con, dataset: str, batch: str, inst: str, at: datetime, rows_: list[dict]) -> None:
+    elements = get_dataset(dataset).element_names
+    cols = elements + ["_institution_code", "_feed", "_batch_id", "_source_file", "_source_row", "_ingested_at",
+                       "_row_hash"]
+    for n, values in enumerate(rows_, start=1):
+        con.execute(f"INSERT INTO bronze.{dataset} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                    [values.get(e) for e in elements] + [inst, f"{inst.lower()}_his", batch, f"landing/{inst}/{batch}.csv",
+                                                         n, at, zlib.crc32(f"{batch}-{n}".encode())])
+
+
+LARGE_FACTS = {"emr.fct_encounter": "encounter_key", "emr.fct_lab_result": "lab_result_key",
+               "emr.fct_medication_order": "order_key"}
+
+
+def test_large_facts_build_incrementally_by_batch_and_equal_a_full_refresh(built_lake):
+    """Runs last (it adds batches to the module's lake): a day's new batches — a corrected encounter,
+    a new encounter with a diagnosis, a new lab result — reach the incremental facts, which then
+    equal a full refresh row for row."""
+    con, _ = built_lake
+    con.close()   # the lake is written below; a fresh read-only connection afterwards
+    at = T0 + timedelta(hours=48)
+    writer = lake.connect()
+    try:
+        _insert_bronze(writer, "encounter", "b20", "H001", at, [
+            {"encounter_id": "E001", "patient_id": "P001", "visit_type_code": "1", "department_code": "D01",
+             "practitioner_id": "DR01", "visit_at": "2024-03-01 09:00:00", "payment_method_code": "07",
+             "total_fee": "99.00"},
+            {"encounter_id": "E009", "patient_id": "P003", "visit_type_code": "1", "department_code": "D01",
+             "visit_at": "2024-03-28 09:00:00", "total_fee": "50"}])
+        _insert_bronze(writer, "diagnosis", "b21", "H001", at, [
+            {"diagnosis_id": "DX9", "encounter_id": "E009", "patient_id": "P003", "diagnosis_seq": "1",
+             "diagnosis_code": "J06.9", "diagnosed_at": "2024-03-28 09:10:00"}])
+        _insert_bronze(writer, "lab_result", "b22", "H001", at, [
+            {"lab_result_id": "L9", "encounter_id": "E009", "patient_id": "P003", "item_code": "GLU",
+             "result_value": "5.1", "unit": "mmol/L", "reported_at": "2024-03-28 11:00:00"}])
+    finally:
+        writer.close()
+    select = ["--select", "fct_encounter", "fct_diagnosis", "fct_lab_result", "fct_medication_order"]
+    result = run_dbt("run", *select)
+    assert result.returncode == 0, result.stdout[-4000:]
+
+    def snapshot():
+        c = lake.connect(read_only=True)
+        try:
+            return {t: sorted(c.execute(f"SELECT * EXCLUDE (_ingested_at) FROM lake.{t} ORDER BY {k}").fetchall(),
+                              key=repr) for t, k in LARGE_FACTS.items()}, c.execute(
+                "SELECT encounter_id, total_fee, primary_diagnosis_code, version_count, person_key IS NOT NULL "
+                "FROM lake.emr.fct_encounter WHERE encounter_id IN ('E001', 'E009') ORDER BY 1").fetchall()
+        finally:
+            c.close()
+
+    incremental, changed = snapshot()
+    from decimal import Decimal
+    assert changed == [("E001", Decimal("99.00"), "J06.9", 2, True), ("E009", Decimal("50.00"), "J06.9", 1, True)]
+    assert len(incremental["emr.fct_encounter"]) == 6 and len(incremental["emr.fct_lab_result"]) == 3
+    # the run read only the keys the new batches touched: its log says how many rows it wrote
+    result = run_dbt("run", "--full-refresh", *select)
+    assert result.returncode == 0, result.stdout[-4000:]
+    full, _ = snapshot()
+    assert incremental == full

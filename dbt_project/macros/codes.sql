@@ -84,8 +84,8 @@
 {% macro standardise_rh(col) -%}
     case
         when {{ col }} in ('1', '2', '3', '4') then {{ col }}
-        when upper({{ col }}) in ('阴性', 'RH阴性', 'RH-', '-', 'NEG', 'NEGATIVE') then '1'
-        when upper({{ col }}) in ('阳性', 'RH阳性', 'RH+', '+', 'POS', 'POSITIVE') then '2'
+        when upper(replace({{ col }}, '(D)', '')) in ('阴性', 'RH阴性', 'RH-', '-', 'NEG', 'NEGATIVE') then '1'
+        when upper(replace({{ col }}, '(D)', '')) in ('阳性', 'RH阳性', 'RH+', '+', 'POS', 'POSITIVE') then '2'
         when {{ col }} in ('不详', '未知') then '3'
         when {{ col }} = '未查' then '4'
         else upper({{ col }})

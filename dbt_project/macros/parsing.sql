@@ -10,14 +10,19 @@
 {%- endmacro %}
 
 {#- A local date-time (TIMESTAMP, Beijing time as recorded by the institution); a date alone is
-    read as midnight. -#}
+    read as midnight. An ISO 8601 date-time with an offset or 'Z' (FHIR, Synthea exports:
+    '2021-08-23T03:26:50Z') is converted to Beijing time. -#}
 {% macro parse_timestamp(col) -%}
-    try_strptime({{ col }}, {{ _timestamp_formats() }})
+    coalesce(
+        try_strptime({{ col }}, {{ _timestamp_formats() }}),
+        timezone('Asia/Shanghai', try_strptime(regexp_replace({{ col }}, '[Zz]$', '+00:00'),
+                                               ['%Y-%m-%dT%H:%M:%S%z', '%Y-%m-%dT%H:%M:%S.%f%z']))
+    )
 {%- endmacro %}
 
 {#- A DATE; a date-time is accepted too (its date part is kept). -#}
 {% macro parse_date(col) -%}
-    cast(try_strptime({{ col }}, {{ _timestamp_formats() }}) as date)
+    cast({{ parse_timestamp(col) }} as date)
 {%- endmacro %}
 
 {#- An INTEGER: digits with an optional sign and an all-zero fraction ('12', '+12', '12.0');

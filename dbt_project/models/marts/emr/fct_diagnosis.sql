@@ -13,7 +13,7 @@ diagnoses as (
 
 encounters as (
 
-    select institution_code, encounter_id, person_key from {{ ref('int_encounters_linked') }}
+    select institution_code, encounter_id, person_key from {{ ref('fct_encounter') }}
 
 ),
 

@@ -1,11 +1,36 @@
+{{ config(materialized='incremental', unique_key='encounter_key', incremental_strategy='delete+insert',
+          on_schema_change='append_new_columns') }}
+
 -- 就诊：one row per encounter (institution_code, encounter_id) — outpatient, emergency and
 -- inpatient visits, the latest version each institution sent.
+-- Incremental by batch (macros/incremental.sql): a run rebuilds the encounters that new encounter
+-- or diagnosis batches touched and those whose person link went stale.
+-- depends_on: {{ ref('stg_bronze__encounters') }} {{ ref('stg_bronze__diagnoses') }} {{ ref('dim_person') }}
+-- depends_on: {{ ref('int_identities_linked') }} {{ ref('int_patients_linked') }}
+
+{%- set keys = ['institution_code', 'encounter_id'] %}
+{%- if is_incremental() %}
+{#- diagnoses decide the principal diagnosis: an encounter is touched by a diagnosis batch that
+    fct_diagnosis (built after this model, so still as of the previous run) has not seen -#}
+{%- set diagnoses_seen = adapter.get_relation(this.database, this.schema, 'fct_diagnosis') %}
+{%- set extra = stale_person_keys(keys) %}
+{%- if diagnoses_seen is not none %}
+{%- set extra = extra ~ ' union ' ~ touched_keys(ref('stg_bronze__diagnoses'), keys, seen_relation=diagnoses_seen) %}
+{%- endif %}
+{%- set touched -%}
+    {{ touched_keys(ref('stg_bronze__encounters'), keys, extra) }}
+{%- endset %}
+{%- endif %}
 
 with
 
 encounters as (
 
+    {%- if is_incremental() %}
+    {{ link_encounters(latest_per_key_of(ref('stg_bronze__encounters'), keys, touched)) }}
+    {%- else %}
     select * from {{ ref('int_encounters_linked') }}
+    {%- endif %}
 
 ),
 
@@ -13,7 +38,13 @@ primary_diagnoses as (
 
     -- diagnosis_seq 1 is the principal diagnosis (主要诊断); if an institution sent two, the later
     select institution_code, encounter_id, diagnosis_code
+    {%- if is_incremental() %}
+    from ({{ latest_per_key_of(ref('stg_bronze__diagnoses'), ['institution_code', 'diagnosis_id'],
+                               'select institution_code, diagnosis_id from ' ~ ref('stg_bronze__diagnoses')
+                               ~ ' semi join (' ~ touched ~ ') as t using (institution_code, encounter_id)') }})
+    {%- else %}
     from {{ ref('int_diagnoses_deduplicated') }}
+    {%- endif %}
     where diagnosis_seq = 1
     qualify row_number() over (
         partition by institution_code, encounter_id

@@ -1,3 +1,6 @@
+{{ config(materialized='incremental', unique_key='lab_result_key', incremental_strategy='delete+insert',
+          on_schema_change='append_new_columns') }}
+
 {%- set range_flag -%}
     case
         when result_value_numeric > reference_high then 'H'
@@ -8,18 +11,26 @@
 
 -- 检验结果：one row per lab result (institution_code, lab_result_id): the value as reported and its
 -- numeric reading, unit, reference range (and its bounds when it is 'low-high'), abnormal flag.
+-- Incremental by batch (macros/incremental.sql): a run rebuilds the rows that new batches touched
+-- and those whose person link went stale; person_key through the encounter (fct_encounter) first.
+-- depends_on: {{ ref('stg_bronze__lab_results') }} {{ ref('dim_person') }} {{ ref('int_patients_linked') }}
 
 with
 
 lab_results as (
 
+    {%- if is_incremental() %}
+    {%- set keys = ['institution_code', 'lab_result_id'] %}
+    {{ latest_per_key_of(ref('stg_bronze__lab_results'), keys, touched_keys(ref('stg_bronze__lab_results'), keys, stale_person_keys(keys))) }}
+    {%- else %}
     select * from {{ ref('int_lab_results_deduplicated') }}
+    {%- endif %}
 
 ),
 
 encounters as (
 
-    select institution_code, encounter_id, person_key from {{ ref('int_encounters_linked') }}
+    select institution_code, encounter_id, person_key from {{ ref('fct_encounter') }}
 
 ),
 

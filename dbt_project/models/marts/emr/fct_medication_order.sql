@@ -1,16 +1,27 @@
+{{ config(materialized='incremental', unique_key='order_key', incremental_strategy='delete+insert',
+          on_schema_change='append_new_columns') }}
+
 -- 用药医嘱：one row per prescription / medication order (institution_code, order_id).
+-- Incremental by batch (macros/incremental.sql): a run rebuilds the rows that new batches touched
+-- and those whose person link went stale; person_key through the encounter (fct_encounter) first.
+-- depends_on: {{ ref('stg_bronze__prescriptions') }} {{ ref('dim_person') }} {{ ref('int_patients_linked') }}
 
 with
 
 orders as (
 
+    {%- if is_incremental() %}
+    {%- set keys = ['institution_code', 'order_id'] %}
+    {{ latest_per_key_of(ref('stg_bronze__prescriptions'), keys, touched_keys(ref('stg_bronze__prescriptions'), keys, stale_person_keys(keys))) }}
+    {%- else %}
     select * from {{ ref('int_prescriptions_deduplicated') }}
+    {%- endif %}
 
 ),
 
 encounters as (
 
-    select institution_code, encounter_id, person_key from {{ ref('int_encounters_linked') }}
+    select institution_code, encounter_id, person_key from {{ ref('fct_encounter') }}
 
 ),
 

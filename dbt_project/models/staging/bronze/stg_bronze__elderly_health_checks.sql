@@ -2,7 +2,7 @@ with
 
 source as (
 
-    select * from {{ source('bronze', 'elderly_health_check') }}
+    select * from {{ source('bronze', 'elderly_health_check') }} where {{ quality_gate_filter() }}
 
 ),
 

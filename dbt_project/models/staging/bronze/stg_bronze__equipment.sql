@@ -2,7 +2,7 @@ with
 
 source as (
 
-    select * from {{ source('bronze', 'equipment') }}
+    select * from {{ source('bronze', 'equipment') }} where {{ quality_gate_filter() }}
 
 ),
 

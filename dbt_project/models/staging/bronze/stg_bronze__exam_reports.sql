@@ -2,7 +2,7 @@ with
 
 source as (
 
-    select * from {{ source('bronze', 'exam_report') }}
+    select * from {{ source('bronze', 'exam_report') }} where {{ quality_gate_filter() }}
 
 ),
 

@@ -2,7 +2,7 @@ with
 
 source as (
 
-    select * from {{ source('bronze', 'imaging_instance') }}
+    select * from {{ source('bronze', 'imaging_instance') }} where {{ quality_gate_filter() }}
 
 ),
 

@@ -2,7 +2,7 @@ with
 
 source as (
 
-    select * from {{ source('bronze', 'maternal_child_visit') }}
+    select * from {{ source('bronze', 'maternal_child_visit') }} where {{ quality_gate_filter() }}
 
 ),
 

@@ -2,7 +2,7 @@ with
 
 source as (
 
-    select * from {{ source('bronze', 'procedure') }}
+    select * from {{ source('bronze', 'procedure') }} where {{ quality_gate_filter() }}
 
 ),
 

@@ -2,7 +2,7 @@ with
 
 source as (
 
-    select * from {{ source('bronze', 'vital_event') }}
+    select * from {{ source('bronze', 'vital_event') }} where {{ quality_gate_filter() }}
 
 ),
 
