@@ -1,0 +1,155 @@
+"""The four databases' dbt build: a 1 % daily delta vs a full rebuild, and growth with city size.
+
+    python -m bench marts     # BENCH_MARTS_RESIDENTS (100,000), BENCH_MARTS_BIG (1,000,000; 0 skips),
+                              # BENCH_MARTS_DAYS (3)
+
+Per city: the synthetic generator writes BENCH_MARTS_DAYS days of feeds, every file is ingested
+into bronze (the ingest adapters, without Dagster and without the quality gate: every batch is
+read), the seeds are loaded, then
+
+  full   `dbt run --full-refresh`: every staging, intermediate and mart model, from all of bronze;
+  delta  1 % of every bronze data set's rows arrive as one new batch per data set — half of them
+         corrected re-sends of existing business keys, half new keys — and `dbt run` builds what
+         changed (the large facts fct_encounter, fct_lab_result, fct_medication_order incrementally
+         by batch; the other models rebuild).
+
+Printed: full and delta wall time, RATIO delta / full (goal ≤ 5 %), the large facts' own share of
+each (dbt's per-model timing), and for the big city the full build time and its growth ratio
+against the city-size ratio. Data tests are not run (they are the same work in both cases).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RESIDENTS = int(os.environ.get("BENCH_MARTS_RESIDENTS", "100000"))
+BIG = int(os.environ.get("BENCH_MARTS_BIG", "1000000"))
+DAYS = int(os.environ.get("BENCH_MARTS_DAYS", "3"))
+SEED = 20261206
+LARGE_FACTS = ("fct_encounter", "fct_lab_result", "fct_medication_order")
+_ENV = ("HEALTHLAKE_ROOT", "HEALTHLAKE_LANDING", "HEALTHLAKE_CATALOG", "HEALTHLAKE_DATA_PATH", "HEALTHLAKE_REGISTRY")
+
+
+def _dbt(s, *args: str) -> tuple[float, dict]:
+    from healthlake.config import REPO_ROOT
+    from healthlake.dbt import DBT_PROJECT_DIR, dbt_env
+
+    env = {**os.environ, **dbt_env(s)}
+    t0 = time.perf_counter()
+    r = subprocess.run([str(Path(sys.executable).with_name("dbt")), *args, "--project-dir", str(DBT_PROJECT_DIR)],
+                       cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise RuntimeError(r.stdout[-4000:] + r.stderr[-2000:])
+    results = json.loads((s.dbt_target_dir / "run_results.json").read_text(encoding="utf-8"))["results"]
+    return wall, {x["unique_id"].split(".")[-1]: x["execution_time"] for x in results}
+
+
+def _delta(s) -> int:
+    """1 % of each bronze data set as one new batch: half corrected re-sends, half new keys."""
+    from catalog.standard import datasets, get_dataset
+    from healthlake.lake import connect
+
+    con = connect(s)
+    added = 0
+    try:
+        for name in datasets():
+            ds = get_dataset(name)
+            last_key = ds.key_elements[-1]
+            n = con.execute(f"SELECT count(*) FROM bronze.{name}").fetchone()[0]
+            if n < 100:
+                continue
+            cols = [r[0] for r in con.execute(f"DESCRIBE bronze.{name}").fetchall()]
+            exprs = []
+            for c in cols:
+                if c == last_key:
+                    exprs.append(f"CASE WHEN hash(_source_row, _batch_id) % 2 = 0 THEN {c} ELSE {c} || '-D' END")
+                elif c == "_batch_id":
+                    exprs.append(f"'delta-{name}'")
+                elif c == "_source_file":
+                    exprs.append(f"'delta/{name}.csv'")
+                elif c == "_source_row":
+                    exprs.append("row_number() OVER ()")
+                elif c == "_ingested_at":
+                    exprs.append("now()")
+                else:
+                    exprs.append(c)
+            con.execute(f"INSERT INTO bronze.{name} SELECT {', '.join(exprs)} FROM bronze.{name} "
+                        f"WHERE hash(_source_row, _batch_id, 'delta') % 100 = 0")
+            added += con.execute(f"SELECT count(*) FROM bronze.{name} WHERE _batch_id = 'delta-{name}'").fetchone()[0]
+    finally:
+        con.close()
+    return added
+
+
+def build_city(root: Path, residents: int):
+    """Generate, ingest; returns (settings, bronze rows, seconds to generate, seconds to ingest)."""
+    saved = {k: os.environ.get(k) for k in _ENV}
+    for k in _ENV:
+        os.environ.pop(k, None)
+    os.environ["HEALTHLAKE_ROOT"] = str(root)
+    try:
+        from healthlake.config import settings
+        from healthlake.lake import connect
+        from ingest_adapters import ingest_landing
+        from synthetic import generate_city
+
+        s = settings()
+        t0 = time.perf_counter()
+        generate_city(s.city_dir, residents=residents, days=DAYS, seed=SEED)
+        t1 = time.perf_counter()
+        results = ingest_landing(s)
+        t2 = time.perf_counter()
+        bad = [r for r in results if r.status not in ("loaded", "skipped")]   # skipped: a byte-identical file
+        assert not bad, bad[:3]
+        con = connect(s, read_only=True)
+        try:
+            rows = con.execute("SELECT sum(rows_loaded) FROM ops.ingest_batch").fetchone()[0]
+        finally:
+            con.close()
+        return s, rows, t1 - t0, t2 - t1
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def full_build(s) -> tuple[float, dict]:
+    _dbt(s, "seed")
+    return _dbt(s, "run", "--full-refresh")
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="bench_marts_") as d:
+        s, rows, gen, ing = build_city(Path(d) / "small", RESIDENTS)
+        print(f"city {RESIDENTS:,} residents × {DAYS} days: generated in {gen:.0f} s, {rows:,} bronze rows "
+              f"ingested in {ing:.0f} s")
+        full, full_models = full_build(s)
+        added = _delta(s)
+        delta, delta_models = _dbt(s, "run")
+        share_full = sum(full_models.get(m, 0) for m in LARGE_FACTS)
+        share_delta = sum(delta_models.get(m, 0) for m in LARGE_FACTS)
+        print(f"full rebuild of the marts (dbt run --full-refresh, {len(full_models)} models): {full:.1f} s")
+        print(f"1 % daily delta ({added:,} rows in new batches), dbt run:                 {delta:.1f} s")
+        print(f"  large facts {', '.join(LARGE_FACTS)}: {share_full:.1f} s in the full rebuild, "
+              f"{share_delta:.1f} s incrementally")
+        slowest = sorted(delta_models.items(), key=lambda kv: -kv[1])[:5]
+        print("  slowest models of the delta run: " + ", ".join(f"{m} {t:.1f} s" for m, t in slowest))
+        print(f"RATIO marts_delta = {delta / full:.3f} of a full rebuild (goal ≤ 0.05); "
+              f"large facts alone {share_delta / max(share_full, 1e-9):.3f}")
+        if BIG:
+            sb, rows_b, gen_b, ing_b = build_city(Path(d) / "big", BIG)
+            print(f"city {BIG:,} residents × {DAYS} days: generated in {gen_b:.0f} s, {rows_b:,} bronze rows "
+                  f"ingested in {ing_b:.0f} s")
+            full_b, _ = full_build(sb)
+            print(f"full rebuild of the marts at {BIG:,} residents: {full_b:.1f} s")
+            print(f"RATIO marts_growth = {full_b / full:.2f}× the time for {BIG / RESIDENTS:.0f}× the residents "
+                  f"({rows_b / rows:.1f}× the bronze rows)")
