@@ -69,11 +69,83 @@ def test_run_succeeds_and_checks_run_on_every_database(city_lake):
 def test_marts_equal_the_generators_truth(city_lake):
     s, _, truth = city_lake
     city = truth["city"]
-    assert count(s, "population.dim_person") == city["persons_with_valid_id_in_any_feed"]
+    # the EMPI links every loadable source identity to a person: measured against the truth
+    from empi.cli import _LINKS
+    from empi.evaluate import evaluate
+    from healthlake.lake import LAKE
+
+    con = connect(s, read_only=True)
+    try:
+        empi = evaluate(con, _LINKS.format(lake=LAKE), s.city_dir / "truth" / "identities.csv")
+    finally:
+        con.close()
+    overall, clusters = empi["pairwise"][0], empi["clusters"]
+    assert overall.precision >= 0.999 and overall.recall >= 0.995, empi
+    assert clusters["identities_without_truth"] == 0
+    assert count(s, "population.dim_person") == clusters["persons"]
+    assert clusters["true_persons"] >= city["persons_with_valid_id_in_any_feed"]
+    assert abs(clusters["persons"] - clusters["true_persons"]) <= 0.005 * clusters["true_persons"]
     assert count(s, "emr.fct_encounter") == city["encounters_loadable"]
     assert count(s, "health_record.dim_health_record") == city["health_records_loadable"]
     assert count(s, "resource.dim_institution") == city["institutions"] == len(truth["institutions"])
 
+
+# mart → (the data set it is built from, its institution column): one row per loadable business key
+MART_DATASETS = {
+    "emr.fct_encounter": ("encounter", "institution_code"), "emr.fct_diagnosis": ("diagnosis", "institution_code"),
+    "emr.fct_lab_result": ("lab_result", "institution_code"),
+    "emr.fct_medication_order": ("prescription", "institution_code"),
+    "emr.fct_procedure": ("procedure", "institution_code"), "emr.fct_exam_report": ("exam_report", "institution_code"),
+    "health_record.dim_health_record": ("health_record", "managing_institution_code"),
+    "health_record.fct_chronic_followup": ("chronic_followup", "institution_code"),
+    "health_record.fct_immunization": ("immunization", "institution_code"),
+    "health_record.fct_maternal_child_visit": ("maternal_child_visit", "institution_code"),
+    "health_record.fct_elderly_health_check": ("elderly_health_check", "institution_code"),
+    "population.fct_vital_event": ("vital_event", "institution_code"),
+    "resource.dim_department": ("department", "institution_code"),
+    "resource.dim_practitioner": ("practitioner", "institution_code"),
+    "resource.dim_equipment": ("equipment", "institution_code"),
+}
+
+
+def test_every_mart_count_equals_the_truth_per_institution(city_lake):
+    s, _, truth = city_lake
+    total = 0
+    for mart, (dataset, column) in MART_DATASETS.items():
+        expected = {code: inst["datasets"][dataset]["distinct_keys_loadable"]
+                    for code, inst in truth["institutions"].items() if dataset in inst["datasets"]}
+        expected = {k: v for k, v in expected.items() if v}
+        got = dict(q(s, f"SELECT {column}, count(*) FROM {mart} GROUP BY 1"))
+        assert got == expected, mart
+        total += sum(got.values())
+    assert total > 1000
+    # every follow-up, visit and check of the services added for the four databases is there
+    for mart in ("health_record.fct_chronic_followup", "health_record.fct_maternal_child_visit",
+                 "health_record.fct_elderly_health_check", "population.fct_vital_event", "resource.dim_equipment"):
+        assert count(s, mart) > 0, mart
+    # the plans' indicators: every indicator at city scope, the quality pass rate among them
+    got = {c for (c,) in q(s, "SELECT DISTINCT indicator_code FROM indicators.fct_indicator_value WHERE scope = 'city'")}
+    assert {"IND01", "IND02", "IND03", "IND12", "IND13"} <= got
+    assert q(s, "SELECT count(*) FROM indicators.fct_indicator_value WHERE value < 0 OR value > 1") == [(0,)]
+
+
+def test_unmapped_codes_are_listed_per_institution_and_code_system_with_the_truths_counts(city_lake):
+    import csv
+
+    s, _, _ = city_lake
+    rejected = set(q(s, "SELECT source_file, source_row FROM bronze._rejects"))
+    expected: dict[tuple, int] = {}
+    with open(s.city_dir / "truth" / "defects.csv", encoding="utf-8", newline="") as fh:
+        for d in csv.DictReader(fh):
+            if d["defect"] == "unknown_sex_code" and (d["file"], int(d["source_row"])) not in rejected:
+                k = (d["institution_code"], d["dataset"])
+                expected[k] = expected.get(k, 0) + 1
+    got = {(i, ds): n for i, ds, n in q(s, "SELECT institution_code, dataset, sum(row_count)::INT FROM resource.unmapped_code "
+                                           "WHERE code_system = 'GB/T 2261.1' AND element = 'sex_code' GROUP BY ALL")}
+    assert got == expected and sum(got.values()) > 0
+    # never dropped: the rows are in the marts with the value as sent
+    assert q(s, "SELECT count(*) FROM resource.dim_practitioner WHERE sex_code IN ('3', '不明')")[0][0] == sum(
+        n for (_, ds), n in expected.items() if ds == "practitioner")
 
 def test_every_batch_accounts_for_every_row(city_lake):
     s, _, truth = city_lake
