@@ -296,6 +296,17 @@ def combined_failing_rows_sql(rules: Sequence[Rule], scope: str = SCOPE_VIEW) ->
             f"UNPIVOT (failed FOR rule_id IN ({names})) WHERE failed")
 
 
+def combined_counts_sql(rules: Sequence[Rule], critical: Sequence[str], scope: str = SCOPE_VIEW) -> str:
+    """One pass over ``scope``: per batch, the failing rows of each rule (columns in rule order) and,
+    last, the rows failing at least one of the ``critical`` rule ids (all of which must be in ``rules``)."""
+    flags = [(r.id, failing_flag_sql(r)) for r in rules]
+    cols = ", ".join(f"{f} AS {_col(rid)}" for rid, f in flags)
+    crit = " OR ".join(_col(c) for c in critical) or "false"
+    counts = ", ".join(f"count_if({_col(rid)})" for rid, _ in flags)
+    return (f"SELECT _batch_id, {counts}, count_if({crit}) FROM ("
+            f"SELECT _batch_id, {cols} FROM {_BATCH_SQL.format(scope=scope)}) AS _flags GROUP BY _batch_id")
+
+
 # --- running ----------------------------------------------------------------------------------
 
 def bronze_datasets(rules_dir: str | Path | None = None) -> list[str]:
@@ -398,7 +409,24 @@ def run_dataset_rules(dataset: str, batch_ids: Sequence[str] | None = None, sett
         # them, if the combined pass fails: a broken rule must be ERROR alone) one query per rule.
         combined = [r for r in rule_list if failing_flag_sql(r) is not None]
         single = [r for r in rule_list if r not in combined]
-        if len(combined) > 1:
+        critical = [r.id for r in rule_list if r.severity == "critical"]
+        failed = defaultdict(int)
+        # Counts only (no failing-row ids wanted) and every critical rule in the pass: aggregate in it.
+        fast_crit: dict[str, int] | None = None
+        if not keep_failures and len(combined) > 1 and set(critical) <= {r.id for r in combined}:
+            try:
+                fast_crit = {}
+                for row in con.execute(combined_counts_sql(combined, critical, SCOPE_VIEW)).fetchall():
+                    for r, n in zip(combined, row[1:-1]):
+                        if n:
+                            failed[(r.id, row[0])] = n
+                    fast_crit[row[0]] = row[-1]
+            except Exception as e:  # noqa: BLE001 - find the broken rule(s) one by one below
+                log.info("quality: combined pass over %s failed (%s); rules run one by one", dataset, _short(e))
+                failed.clear()
+                fast_crit = None
+                single = list(rule_list)
+        elif len(combined) > 1:
             try:
                 con.execute(f"INSERT INTO {FAIL_TABLE} {combined_failing_rows_sql(combined, SCOPE_VIEW)}")
             except Exception as e:  # noqa: BLE001 - find the broken rule(s) one by one below
@@ -414,13 +442,14 @@ def run_dataset_rules(dataset: str, batch_ids: Sequence[str] | None = None, sett
                 errors[rule.id] = _short(e)
         timings["rules_sql"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        failed = defaultdict(int)
         for rid, b, n in con.execute(f"SELECT rule_id, _batch_id, count(*) FROM {FAIL_TABLE} GROUP BY ALL").fetchall():
             failed[(rid, b)] = n
-        critical = [r.id for r in rule_list if r.severity == "critical"]
-        crit_fail = {b: (n, rl) for b, n, rl in con.execute(
-            f"SELECT _batch_id, count(DISTINCT _source_row), list(DISTINCT rule_id ORDER BY rule_id) FROM {FAIL_TABLE} "
-            f"WHERE rule_id IN (SELECT unnest(?::VARCHAR[])) GROUP BY 1", [critical]).fetchall()}
+        if fast_crit is not None:
+            crit_fail = {b: (n, sorted(c for c in critical if failed.get((c, b)))) for b, n in fast_crit.items() if n}
+        else:
+            crit_fail = {b: (n, rl) for b, n, rl in con.execute(
+                f"SELECT _batch_id, count(DISTINCT _source_row), list(DISTINCT rule_id ORDER BY rule_id) FROM {FAIL_TABLE} "
+                f"WHERE rule_id IN (SELECT unnest(?::VARCHAR[])) GROUP BY 1", [critical]).fetchall()}
         if not keep_failures:
             con.execute(f"DROP TABLE IF EXISTS {FAIL_TABLE}")
             con.execute(f"DROP VIEW IF EXISTS {SCOPE_VIEW}")
