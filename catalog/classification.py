@@ -307,9 +307,14 @@ _HAN = re.compile(r"^[\u4e00-\u9fff]{2,4}$")
 _PHONE = re.compile(r"^1[3-9]\d{9}$")
 
 
+# Words of clinical value sets that look like names (a common surname + one or two characters).
+NOT_NAMES = frozenset("阳性 阴性 弱阳性 强阳性 高血压 高血糖 高血脂 高危 高度 常规 常见 明显 明确 全血 全部 单次 单胎 双胎 "
+                      "双侧 左侧 右侧 应答 时间 文化 安全 平均 余量 和平 黄疸 包块 戴镜 康复 万元 龙胆".split())
+
+
 def looks_like_name(v: str) -> bool:
     v = v.strip()
-    if not _HAN.match(v):
+    if not _HAN.match(v) or v in NOT_NAMES:
         return False
     if v[:2] in COMPOUND_SURNAMES:
         return 3 <= len(v) <= 4
@@ -336,13 +341,17 @@ class Finding:
     expected_level: int
 
 
+MIN_DISTINCT_MATCHES = 3
+
+
 def detect_misclassified(con: duckdb.DuckDBPyConnection, database: str = "lake", sample: int = 1000,
                          threshold: float = 0.5, schemas=None) -> list[Finding]:
     """Columns whose sampled values look like IDs, phones or names but whose level is below theirs.
 
     Samples ``sample`` rows per table (reservoir sample, fixed seed), and for each text column
-    flags it when ≥ ``threshold`` of its non-null sampled values match a detector, unless the
-    override accepts that detector for the column (``accept_findings``).
+    flags it when ≥ ``threshold`` of its non-null sampled values match a detector, with at least
+    ``MIN_DISTINCT_MATCHES`` different matching values (a code table's few words are not personal
+    data), unless the override accepts that detector for the column (``accept_findings``).
     """
     findings = []
     det = detectors()
@@ -362,7 +371,11 @@ def detect_misclassified(con: duckdb.DuckDBPyConnection, database: str = "lake",
             cc = classify(s, t, c)
             accepted = accepted_findings(f"{s}.{t}", c)
             for name, (pred, expected) in det.items():
-                ratio = sum(1 for v in values if pred(v)) / len(values)
+                matched = [v for v in values if pred(v)]
+                ratio = len(matched) / len(values)
+                # IDs, phones and names are many different values; two repeated words are a value set
+                if len(set(matched)) < MIN_DISTINCT_MATCHES:
+                    continue
                 if ratio >= threshold and (cc is None or cc.level < expected) and name not in accepted:
                     findings.append(Finding(f"{s}.{t}", c, name, round(ratio, 4), len(values),
                                             cc.level if cc else None, expected))

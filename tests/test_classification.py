@@ -62,6 +62,16 @@ def test_an_unknown_column_is_unclassified_and_fails_the_check():
 def test_name_detector_knows_common_and_compound_surnames():
     assert looks_like_name("张伟") and looks_like_name("欧阳娜娜") and looks_like_name("王秀英")
     assert not looks_like_name("内科") and not looks_like_name("阿莫西林胶囊") and not looks_like_name("Zhang")
+    assert not looks_like_name("阳性") and not looks_like_name("常规")  # value-set words with a surname's character
+
+
+def test_detectors_ignore_a_value_set_of_two_words_that_look_like_names():
+    con = duckdb.connect()
+    con.execute("ATTACH ':memory:' AS lake")
+    con.execute("CREATE SCHEMA lake.emr")
+    con.execute("CREATE TABLE lake.emr.fct_encounter (visit_type_name VARCHAR)")
+    con.executemany("INSERT INTO lake.emr.fct_encounter VALUES (?)", [("张伟" if i % 2 else "王芳",) for i in range(50)])
+    assert detect_misclassified(con) == []  # two distinct "names" in 50 rows: a code table, not residents
 
 
 def _toy_lake():
@@ -108,14 +118,17 @@ def city():
 
 def test_every_column_of_the_tiny_citys_lake_is_classified_and_no_detector_fires(city):
     from healthlake.lake import connect
+    from security.tiny_city import env_of
 
-    con = connect(city.settings, read_only=True)
-    try:
-        assert unclassified_columns(con) == []
-        assert detect_misclassified(con) == []
-        schemas = {s for s, *_ in cl.lake_columns(con)}
-    finally:
-        con.close()
+    # the dbt column meta comes from the tiny city's own manifest (settings() → its dbt target)
+    with env_of(city.settings.root):
+        con = connect(city.settings, read_only=True)
+        try:
+            assert unclassified_columns(con) == []
+            assert detect_misclassified(con) == []
+            schemas = {s for s, *_ in cl.lake_columns(con)}
+        finally:
+            con.close()
     assert {"bronze", "population", "emr", "health_record", "resource", "ops"} <= schemas
 
 
