@@ -253,7 +253,8 @@ def _ensure_reference(settings: Settings | None) -> None:
         log.warning("quality: could not refresh the reference tables: %s", _short(e))
 
 
-def _ensure_result_table(con) -> None:
+def ensure_result_table(con) -> None:
+    """Create lake.quality.rule_result if it is missing (empty until a validation stores results)."""
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {LAKE}.{RESULT_SCHEMA}")
     cols = ", ".join(f"{n} {t}" for n, t in RESULT_COLUMNS)
     con.execute(f"CREATE TABLE IF NOT EXISTS {LAKE}.{RESULT_TABLE} ({cols})")
@@ -277,7 +278,7 @@ def store_results(results: Sequence[RuleResult], run_id: str, run_at: datetime,
     own = con is None
     con = con or connect(settings or load_settings())
     try:
-        _ensure_result_table(con)
+        ensure_result_table(con)
         con.register("_quality_rule_result_new", arrow)
         try:
             con.execute(f"INSERT INTO {LAKE}.{RESULT_TABLE} ({', '.join(names)}) "

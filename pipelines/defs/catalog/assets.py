@@ -79,9 +79,14 @@ def build_catalog_asset(upstream: Sequence[dg.AssetKey]) -> dg.AssetsDefinition:
         from catalog.directory import build_directory, directory_json_path
         from catalog.publish import publish_all
 
+        from quality.runner import ensure_result_table
+
         s = settings()
         con = connect(s)
         try:
+            # the mart checks of this run may store their results after this step: the directory
+            # lists the results table (and classifies it) from the first run on
+            ensure_result_table(con)
             unclassified = unclassified_columns(con)
             findings = detect_misclassified(con)
             entries = build_directory(con, s)
