@@ -28,7 +28,7 @@ demo-s3: install manifest
 	$(BIN)/python -m healthlake.servers demo
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 ui: install manifest
 	$(BIN)/healthlake ui
