@@ -15,12 +15,18 @@ from healthlake.dbt import DBT_PROJECT_DIR, apply_dbt_env
 DBT_EXECUTABLE = str(Path(sys.executable).with_name("dbt"))
 
 
-@cache
 def dbt_project() -> DbtProject:
+    """The dbt project of the configured lake (one per lake root: a process may build several lakes,
+    e.g. the test suite, and each keeps its own target/ — manifest and run results)."""
+    return _dbt_project(settings().dbt_target_dir)
+
+
+@cache
+def _dbt_project(target_dir: Path) -> DbtProject:
     s = settings()
     apply_dbt_env(s)
     # target/ lives under the lake root (absolute), so each lake has its own manifest and run results.
-    project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR, target_path=s.dbt_target_dir)
+    project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR, target_path=target_dir)
     # The manifest is built by `make install` (`healthlake dbt-parse`); `dagster dev` re-parses on
     # start; a lake root without one (a test's) gets it parsed once, here.
     if project.preparer.using_dagster_dev() or not project.manifest_path.exists():
