@@ -6,17 +6,9 @@ from __future__ import annotations
 
 import os
 
-from healthlake.lake import connect
 from ingest_adapters import ingest_landing
 from tests.test_ingest_csv import inst, put, write_registry
-
-
-def q(s, sql, params=()):
-    con = connect(s, read_only=True)
-    try:
-        return con.execute(sql, list(params)).fetchall()
-    finally:
-        con.close()
+from tests.test_ingest_csv import query as q
 
 
 def test_broken_deliveries_each_get_a_clear_outcome(lake_env, tmp_path):
