@@ -23,8 +23,11 @@ import pyarrow as pa
 
 from empi.standardise import standardise
 
-__all__ = ["LinkResult", "link", "UPPER", "LOWER"]
+__all__ = ["LinkResult", "Previous", "link", "UPPER", "LOWER"]
 
+# The columns of empi_std that decide an identity's candidate pairs and their scores.
+_MODEL_COLUMNS = ("name_hz", "name_py", "surname_py", "given_py", "sex", "birth_str", "phone", "division", "address",
+                  "id_cmp", "det_key", "passport")
 UPPER = 0.99    # auto-link at or above
 LOWER = 0.50    # review queue at or above (below: a new person)
 # Two given names (toneless pinyin) that are another name, not a variant: different readings and
@@ -96,6 +99,11 @@ def _prepare(con: duckdb.DuckDBPyConnection) -> None:
     FROM empi_std s
     LEFT JOIN winners w ON w.det_key_base = s.det_key_base AND w.surname_py = s.surname_py
     """)
+    # Everything the model, the blocking rules and the clustering read of an identity: an identity
+    # whose hash is unchanged since the last run keeps the scored pairs it had with unchanged ones.
+    con.execute(f"CREATE OR REPLACE TEMP TABLE empi_std AS SELECT *, md5(concat_ws(chr(31), "
+                f"{', '.join(f'coalesce(CAST({c} AS VARCHAR), chr(30))' for c in _MODEL_COLUMNS)})) AS std_hash "
+                f"FROM empi_std")
 
 
 def _decisions(con, decisions: pa.Table | None) -> tuple[set, set]:
@@ -108,41 +116,90 @@ def _decisions(con, decisions: pa.Table | None) -> tuple[set, set]:
     return match, non
 
 
+@dataclass
+class Previous:
+    """An earlier run's state, as tables in the linking connection: incremental linkage.
+
+    ``std``: that run's ``empi_std`` (with ``input_hash`` and ``std_hash``); ``edges``: its scored
+    pairs (identity_key_l < identity_key_r, match_probability after the vetoes, p ≥ lower);
+    ``model``: the Splink model those pairs were scored with (``LinkResult.model["settings"]``)."""
+    std: str
+    edges: str
+    model: dict
+
+
 def link(con: duckdb.DuckDBPyConnection, source: str, *, upper: float = UPPER, lower: float = LOWER,
-         decisions: pa.Table | None = None, seed: int = 42) -> LinkResult:
-    """Link the identities of relation ``source`` (see ``empi.standardise`` for its columns)."""
+         decisions: pa.Table | None = None, seed: int = 42, previous: Previous | None = None,
+         model: dict | None = None) -> LinkResult:
+    """Link the identities of relation ``source`` (see ``empi.standardise`` for its columns).
+
+    Full linkage (``previous`` None): every identity standardised, the model trained (or ``model``,
+    a saved one, used as it is), every blocked pair scored. Incremental (``previous`` given): only
+    new or changed identities are standardised; the identities whose model columns changed (new
+    ones, changed ones, and those a new identity changed: a number now shared by three people, a
+    surname group that lost the number) are "dirty"; Splink scores their pairs — with each other
+    (``predict_within``) and with every other identity (``predict_between``) — with the previous
+    model; the previous run's pairs between two clean identities are kept as they were. Clustering
+    then runs on all pairs, exactly as in a full linkage, so the result is the full linkage's with
+    the same model (term frequencies aside: they are counted over all identities, and kept pairs
+    keep the weights of their run)."""
     if not 0 < lower <= upper < 1:
         raise ValueError(f"thresholds must satisfy 0 < lower ≤ upper < 1, got lower={lower}, upper={upper}")
-    from empi.model import train_and_predict
+    from empi.model import predict_incremental, train_and_predict
 
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
-    n = standardise(con, source, "std")
+    n = standardise(con, source, "std", previous=previous.std if previous else None)
     _prepare(con)
     seconds["standardise"] = time.perf_counter() - t0
     match_pairs, non_pairs = _decisions(con, decisions)
 
-    residue = con.execute("SELECT count(*) FROM empi_std WHERE det_key IS NULL").fetchone()[0]
     t1 = time.perf_counter()
-    model: dict = {}
-    if residue and n > 1:
-        pairs, model = train_and_predict(con, "empi_std", lower, seed=seed)
-        # Vetoes: a birth date differing by more than one typed character, or a different sex, means
-        # two people (a father and a son with one name and one phone, say), whatever the other
-        # fields say; so do two given names that are neither the same reading nor one slip apart
-        # (twins: one birth date, home and phone, another name). Such a pair is never linked
-        # automatically; it may go to review.
-        edges = con.execute(f"""SELECT identity_key_l, identity_key_r,
-                                       CASE WHEN gamma_birth_date = 0 OR gamma_sex = 0 OR ({NAMES_DIFFER})
-                                            THEN least(match_probability, {upper} - 1e-9)
-                                            ELSE match_probability END,
-                                       det_key_l, det_key_r
-                                FROM {pairs}""").fetchall()
+    info: dict = {}
+    pairs = None
+    if previous is not None:
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE empi_dirty AS
+                        SELECT identity_key FROM empi_std s
+                        ANTI JOIN {previous.std} p ON p.identity_key = s.identity_key AND p.std_hash = s.std_hash""")
+        dirty = con.execute("SELECT count(*) FROM empi_dirty").fetchone()[0]
+        info = {**previous.model, "incremental": True, "dirty": dirty}
+        if dirty and n > 1:
+            pairs = predict_incremental(con, "empi_std", "empi_dirty", previous.model["settings"], lower)
     else:
-        con.execute("CREATE OR REPLACE TEMP TABLE __empi_pairs AS SELECT NULL::VARCHAR AS identity_key_l, "
-                    "NULL::VARCHAR AS identity_key_r, NULL::DOUBLE AS match_probability, NULL::DOUBLE AS match_weight "
-                    "WHERE false")
-        edges = []
+        residue = con.execute("SELECT count(*) FROM empi_std WHERE det_key IS NULL").fetchone()[0]
+        if residue and n > 1:
+            pairs, info = train_and_predict(con, "empi_std", lower, seed=seed, model=model)
+        elif model is not None:
+            info = model
+        else:
+            from empi.model import untrained_model
+
+            info = untrained_model(n)
+    # Vetoes: a birth date differing by more than one typed character, or a different sex, means
+    # two people (a father and a son with one name and one phone, say), whatever the other
+    # fields say; so do two given names that are neither the same reading nor one slip apart
+    # (twins: one birth date, home and phone, another name). Such a pair is never linked
+    # automatically; it may go to review.
+    scored = (f"""SELECT least(identity_key_l, identity_key_r) AS identity_key_l,
+                         greatest(identity_key_l, identity_key_r) AS identity_key_r,
+                         CASE WHEN gamma_birth_date = 0 OR gamma_sex = 0 OR ({NAMES_DIFFER})
+                              THEN least(match_probability, {upper} - 1e-9)
+                              ELSE match_probability END AS match_probability
+                  FROM {pairs}""" if pairs else
+              "SELECT NULL::VARCHAR AS identity_key_l, NULL::VARCHAR AS identity_key_r, "
+              "NULL::DOUBLE AS match_probability WHERE false")
+    if previous is not None:   # the previous pairs between two clean identities still here, and the new ones
+        scored = f"""SELECT e.identity_key_l, e.identity_key_r, e.match_probability FROM {previous.edges} e
+                     SEMI JOIN empi_std sl ON sl.identity_key = e.identity_key_l
+                     SEMI JOIN empi_std sr ON sr.identity_key = e.identity_key_r
+                     WHERE e.identity_key_l NOT IN (SELECT identity_key FROM empi_dirty)
+                       AND e.identity_key_r NOT IN (SELECT identity_key FROM empi_dirty)
+                     UNION ALL {scored}"""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE empi_edges AS {scored}")
+    edges = con.execute("""SELECT e.identity_key_l, e.identity_key_r, e.match_probability, sl.det_key, sr.det_key
+                           FROM empi_edges e JOIN empi_std sl ON sl.identity_key = e.identity_key_l
+                           JOIN empi_std sr ON sr.identity_key = e.identity_key_r
+                           ORDER BY e.identity_key_l, e.identity_key_r""").fetchall()
     seconds["probabilistic"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
@@ -266,4 +323,4 @@ def link(con: duckdb.DuckDBPyConnection, source: str, *, upper: float = UPPER, l
     persons = con.execute("SELECT count(DISTINCT cluster_id) FROM empi_links").fetchone()[0]
     review_pairs = con.execute("SELECT count(*) FROM empi_review").fetchone()[0]
     seconds["total"] = time.perf_counter() - t0
-    return LinkResult(n, persons, by_method, review_pairs, seconds, model)
+    return LinkResult(n, persons, by_method, review_pairs, seconds, info)

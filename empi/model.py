@@ -26,7 +26,7 @@ import tempfile
 
 import duckdb
 
-__all__ = ["BLOCKING_KEYS", "settings", "train_and_predict"]
+__all__ = ["BLOCKING_KEYS", "settings", "train_and_predict", "predict_incremental", "untrained_model"]
 
 BLOCKING_KEYS = (("birth_str", "surname_py"), ("birth_str", "given_py"), ("phone", "surname_py"),
                  ("surname_py", "given_py", "division"))
@@ -160,12 +160,15 @@ def _spark_api(con: duckdb.DuckDBPyConnection, table: str):
 
 
 def train_and_predict(con: duckdb.DuckDBPyConnection, table: str, lower: float, *, seed: int = 42,
-                      u_pairs: float = 2e6, em_pairs: float = 2e6, backend: str | None = None) -> tuple[str, dict]:
+                      u_pairs: float = 2e6, em_pairs: float = 2e6, backend: str | None = None,
+                      model: dict | None = None) -> tuple[str, dict]:
     """Train on ``table`` without labels and score the blocked pairs with p ≥ ``lower``.
 
     Returns the name of a table in ``con`` with (identity_key_l, identity_key_r, match_probability,
-    match_weight, det_key_l, det_key_r, …) and the trained parameters (for the run log).
-    ``backend``: duckdb (default) or spark (HEALTHLAKE_EMPI_BACKEND)."""
+    match_weight, det_key_l, det_key_r, …) and the model: {"trained", "backend", "identities",
+    "settings"} (Splink's settings with the m/u values, kept for incremental runs).
+    ``backend``: duckdb (default) or spark (HEALTHLAKE_EMPI_BACKEND). ``model``: a saved model
+    (same backend) used as it is, without training."""
     from splink import DuckDBAPI, Linker
 
     backend = backend or backend_from_env()
@@ -179,8 +182,13 @@ def train_and_predict(con: duckdb.DuckDBPyConnection, table: str, lower: float, 
         db = DuckDBAPI(connection=con)
         sdf = db.register(table)
     n = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-    linker = Linker(sdf, settings(term_frequencies=n >= MIN_TRAIN, backend=backend), log_level=logging.WARNING)
-    if n >= MIN_TRAIN:
+    if model is not None and model.get("backend", "duckdb") == backend:
+        linker = Linker(sdf, model["settings"], log_level=logging.WARNING)
+        trained, n_model = model["trained"], model["identities"]
+    else:
+        linker = Linker(sdf, settings(term_frequencies=n >= MIN_TRAIN, backend=backend), log_level=logging.WARNING)
+        trained, n_model = n >= MIN_TRAIN, n
+    if model is None and n >= MIN_TRAIN:
         # the prior from a deterministic rule that admits (almost) no false positives: same valid number
         linker.training.estimate_probability_two_random_records_match(["l.id_cmp = r.id_cmp"], recall=0.8)
         linker.training.estimate_u_using_random_sampling(max_pairs=u_pairs, seed=seed, num_chunks=1,
@@ -198,4 +206,54 @@ def train_and_predict(con: duckdb.DuckDBPyConnection, table: str, lower: float, 
         con.unregister("__empi_pairs_arrow")
     else:
         con.execute(f"CREATE OR REPLACE TEMP TABLE __empi_pairs AS SELECT * FROM {pred.physical_name}")
-    return "__empi_pairs", {"trained": n >= MIN_TRAIN, "backend": backend}
+    return "__empi_pairs", {"trained": trained, "backend": backend, "identities": n_model,
+                            "settings": linker.misc.save_model_to_json()}
+
+
+def untrained_model(n: int, backend: str = "duckdb") -> dict:
+    """The prior model (what a run with too few identities to train, or nothing to score, uses)."""
+    from splink import DuckDBAPI, Linker
+
+    con = duckdb.connect()
+    try:
+        con.execute("CREATE TABLE t (identity_key VARCHAR)")
+        linker = Linker(DuckDBAPI(connection=con).register("t"),
+                        settings(term_frequencies=False, backend=backend), log_level=logging.WARNING)
+        return {"trained": False, "backend": backend, "identities": n, "settings": linker.misc.save_model_to_json()}
+    finally:
+        con.close()
+
+
+def _tf_columns(model_settings: dict) -> list[str]:
+    return sorted({lv["tf_adjustment_column"] for c in model_settings.get("comparisons", [])
+                   for lv in c.get("comparison_levels", []) if lv.get("tf_adjustment_column")})
+
+
+def predict_incremental(con: duckdb.DuckDBPyConnection, table: str, dirty: str, model_settings: dict,
+                        lower: float) -> str:
+    """Score the blocked pairs of ``table`` that involve an identity of ``dirty`` (identity_key),
+    with a saved model, on DuckDB: Splink's ``predict_within`` (dirty × dirty) and
+    ``predict_between`` (dirty × the rest), the same AND-equality blocking rules. Term
+    frequencies are counted over the whole ``table``, as a full prediction counts them.
+    Returns the name of the pairs table (as ``train_and_predict``)."""
+    from splink import DuckDBAPI, Linker
+
+    for name in ("splink", "splink.internals"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE __empi_dirty_rows AS SELECT * FROM {table} "
+                f"SEMI JOIN {dirty} USING (identity_key)")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE __empi_clean_rows AS SELECT * FROM {table} "
+                f"ANTI JOIN {dirty} USING (identity_key)")
+    db = DuckDBAPI(connection=con)
+    linker = Linker(db.register(table), model_settings, log_level=logging.WARNING)
+    for col in _tf_columns(model_settings):
+        linker.table_management.compute_tf_table(col)
+    new = db.register("__empi_dirty_rows")
+    within = linker.inference.predict_within(new, threshold_match_probability=lower, warning_mode="never")
+    parts = [f"SELECT * FROM {within.physical_name}"]
+    if con.execute("SELECT count(*) FROM __empi_clean_rows").fetchone()[0]:
+        between = linker.inference.predict_between(new, db.register("__empi_clean_rows"),
+                                                   threshold_match_probability=lower, warning_mode="never")
+        parts.append(f"SELECT * FROM {between.physical_name}")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE __empi_pairs AS {' UNION ALL BY NAME '.join(parts)}")
+    return "__empi_pairs"

@@ -66,13 +66,67 @@ def _address_table(con: duckdb.DuckDBPyConnection, src: str) -> None:
     con.unregister("__empi_addr_arrow")
 
 
-def standardise(con: duckdb.DuckDBPyConnection, source: str, out: str = "std") -> int:
-    """Create table ``out`` from relation ``source`` (see the module docstring); return its row count."""
+# The per-identity columns (everything but the population-wide placeholder count): kept in the
+# lake's empi.identity_std and reused on a later run for an identity whose input is unchanged.
+ROW_COLUMNS = ("identity_key", "input_hash", "id18", "passport", "id_valid", "id_birth_date", "id_sex",
+               "id_pattern_placeholder", "name_hz", "name_py", "surname_py", "given_py", "sex", "birth_date",
+               "phone", "division", "address")
+
+
+def input_hash_sql(alias: str = "") -> str:
+    """md5 of the input columns as sent: an identity whose hash is unchanged needs no re-standardising."""
+    a = f"{alias}." if alias else ""
+    return ("md5(concat_ws(chr(31), " + ", ".join(f"coalesce(CAST({a}{c} AS VARCHAR), chr(30))"
+                                                  for c in INPUT_COLUMNS[1:]) + "))")
+
+
+def standardise(con: duckdb.DuckDBPyConnection, source: str, out: str = "std", previous: str | None = None) -> int:
+    """Create table ``out`` from relation ``source`` (see the module docstring); return its row count.
+
+    ``previous``: a table with ``ROW_COLUMNS`` from an earlier run; identities whose input hash is
+    unchanged take their per-identity columns from there (only new or changed ones are
+    standardised again); the placeholder count over all identities is always recomputed."""
     have = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
     if "identity_key" not in have:
         raise ValueError(f"{source} has no identity_key column")
     select = ", ".join(c if c in have else f"NULL::VARCHAR AS {c}" for c in INPUT_COLUMNS)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE __empi_in AS SELECT {select} FROM {source}")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE __empi_all AS SELECT {select} FROM {source}")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE __empi_all AS SELECT *, {input_hash_sql()} AS input_hash "
+                f"FROM __empi_all")
+    row_cols = ", ".join(ROW_COLUMNS)
+    if previous:
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE __empi_reused AS
+                        SELECT {", ".join("p." + c for c in ROW_COLUMNS)} FROM {previous} p
+                        SEMI JOIN __empi_all a ON a.identity_key = p.identity_key AND a.input_hash = p.input_hash""")
+        con.execute("CREATE OR REPLACE TEMP TABLE __empi_in AS SELECT * FROM __empi_all "
+                    "ANTI JOIN __empi_reused r USING (identity_key)")
+    else:
+        con.execute("CREATE OR REPLACE TEMP TABLE __empi_in AS SELECT * FROM __empi_all")
+    _rows(con)
+    if previous:
+        con.execute(f"INSERT INTO __empi_base SELECT {row_cols} FROM __empi_reused")
+    con.execute(f"""
+    CREATE OR REPLACE TEMP TABLE {out} AS
+    WITH shared AS (
+        SELECT id18, count(DISTINCT coalesce(surname_py, '?') || coalesce(CAST(birth_date AS VARCHAR), '?')) AS people
+        FROM __empi_base WHERE id_valid GROUP BY id18
+    ), flagged AS (
+        SELECT b.*,
+               id_pattern_placeholder OR coalesce(shared.people >= {PLACEHOLDER_MIN_PEOPLE}, false) AS id_placeholder
+        FROM __empi_base b LEFT JOIN shared USING (id18)
+    )
+    SELECT *, id_valid AND NOT id_placeholder AS id_usable,
+           id_valid AND NOT id_placeholder AND (birth_date IS NULL OR birth_date = id_birth_date)
+               AND (sex IS NULL OR sex = id_sex) AS id_agrees
+    FROM flagged
+    """)
+    for t in ("__empi_all", "__empi_in", "__empi_reused", "__empi_ids", "__empi_names", "__empi_addr", "__empi_base"):
+        con.execute(f"DROP TABLE IF EXISTS {t}")
+    return con.execute(f"SELECT count(*) FROM {out}").fetchone()[0]
+
+
+def _rows(con: duckdb.DuckDBPyConnection) -> None:
+    """The per-identity columns of ``__empi_in`` into ``__empi_base`` (ROW_COLUMNS)."""
     _name_table(con, "__empi_in")
     _address_table(con, "__empi_in")
     con.execute(f"""
@@ -110,43 +164,23 @@ def standardise(con: duckdb.DuckDBPyConnection, source: str, out: str = "std") -
     FROM shaped
     """)
     con.execute(f"""
-    CREATE OR REPLACE TEMP TABLE {out} AS
-    WITH base AS (
-        SELECT i.identity_key, ids.id18, ids.passport, ids.id_valid, ids.id_birth_date, ids.id_sex,
-               ids.id_pattern_placeholder,
-               n.name_hz, n.name_py, n.surname_py, n.given_py,
-               CASE WHEN CAST(i.sex_code AS VARCHAR) IN ('1', '2') THEN CAST(i.sex_code AS VARCHAR) END AS sex,
-               TRY_CAST(i.birth_date AS DATE) AS birth_date,
-               CASE WHEN length(p.digits) = 13 AND p.digits LIKE '86%' THEN substr(p.digits, 3)
-                    WHEN length(p.digits) = 15 AND p.digits LIKE '0086%' THEN substr(p.digits, 5)
-                    WHEN length(p.digits) >= 7 THEN p.digits END AS phone,
-               NULLIF(trim(CAST(i.address_division_code AS VARCHAR)), '') AS division,
-               a.address
-        FROM __empi_in i
-        JOIN __empi_ids ids USING (identity_key)
-        LEFT JOIN __empi_names n ON n.name = i.name
-        LEFT JOIN __empi_addr a ON a.address_text = i.address_text
-        CROSS JOIN LATERAL (SELECT CASE WHEN regexp_full_match(CAST(i.phone AS VARCHAR), '[0-9]+')
-                                            THEN CAST(i.phone AS VARCHAR)
-                                        ELSE NULLIF(regexp_replace(translate(CAST(i.phone AS VARCHAR), '{_FULL[:10]}',
-                                                    '0123456789'), '[^0-9]', '', 'g'), '') END AS digits) p
-    ), shared AS (
-        SELECT id18, count(DISTINCT coalesce(surname_py, '?') || coalesce(CAST(birth_date AS VARCHAR), '?')) AS people
-        FROM base WHERE id_valid GROUP BY id18
-    )
-    SELECT base.* EXCLUDE (id_pattern_placeholder),
-           id_pattern_placeholder OR coalesce(shared.people >= {PLACEHOLDER_MIN_PEOPLE}, false) AS id_placeholder,
-           id_valid AND NOT (id_pattern_placeholder OR coalesce(shared.people >= {PLACEHOLDER_MIN_PEOPLE}, false))
-               AS id_usable
-    FROM base LEFT JOIN shared USING (id18)
+    CREATE OR REPLACE TEMP TABLE __empi_base AS
+    SELECT i.identity_key, i.input_hash, ids.id18, ids.passport, ids.id_valid, ids.id_birth_date, ids.id_sex,
+           ids.id_pattern_placeholder,
+           n.name_hz, n.name_py, n.surname_py, n.given_py,
+           CASE WHEN CAST(i.sex_code AS VARCHAR) IN ('1', '2') THEN CAST(i.sex_code AS VARCHAR) END AS sex,
+           TRY_CAST(i.birth_date AS DATE) AS birth_date,
+           CASE WHEN length(p.digits) = 13 AND p.digits LIKE '86%' THEN substr(p.digits, 3)
+                WHEN length(p.digits) = 15 AND p.digits LIKE '0086%' THEN substr(p.digits, 5)
+                WHEN length(p.digits) >= 7 THEN p.digits END AS phone,
+           NULLIF(trim(CAST(i.address_division_code AS VARCHAR)), '') AS division,
+           a.address
+    FROM __empi_in i
+    JOIN __empi_ids ids USING (identity_key)
+    LEFT JOIN __empi_names n ON n.name = i.name
+    LEFT JOIN __empi_addr a ON a.address_text = i.address_text
+    CROSS JOIN LATERAL (SELECT CASE WHEN regexp_full_match(CAST(i.phone AS VARCHAR), '[0-9]+')
+                                        THEN CAST(i.phone AS VARCHAR)
+                                    ELSE NULLIF(regexp_replace(translate(CAST(i.phone AS VARCHAR), '{_FULL[:10]}',
+                                                '0123456789'), '[^0-9]', '', 'g'), '') END AS digits) p
     """)
-    con.execute(f"""
-    CREATE OR REPLACE TEMP TABLE {out} AS
-    SELECT *,
-           id_usable AND (birth_date IS NULL OR birth_date = id_birth_date) AND (sex IS NULL OR sex = id_sex)
-               AS id_agrees
-    FROM {out}
-    """)
-    for t in ("__empi_in", "__empi_ids", "__empi_names", "__empi_addr"):
-        con.execute(f"DROP TABLE IF EXISTS {t}")
-    return con.execute(f"SELECT count(*) FROM {out}").fetchone()[0]

@@ -5,6 +5,7 @@ for the lake (run_in_lake takes any attached catalog)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import hmac
 
 import duckdb
@@ -208,3 +209,76 @@ def test_same_sex_twins_stay_apart_and_an_address_without_division_still_counts(
     cluster = dict(con.execute("SELECT identity_key, cluster_id FROM empi_links").fetchall())
     assert cluster["w1"] == cluster["w2"] and cluster["w3"] == cluster["w4"] and cluster["w1"] != cluster["w3"]
     assert cluster["h1"] == cluster["h2"]
+
+
+def _delivery(con, n, share=100):
+    """The benchmark's generator (persons with 1-3 identities, the default defect mix) at n
+    identities; about 1/share of them (by identity key) arrive in a second delivery."""
+    from bench.empi_link import make_identities
+
+    make_identities(con, n)
+    con.execute(f"CREATE OR REPLACE TABLE first AS SELECT * FROM identities WHERE hash(identity_key) % {share} <> 0")
+
+
+def _pairwise(con) -> tuple[float, float]:
+    tp, pred, true = con.execute("""
+        WITH j AS (SELECT l.identity_key, l.cluster_id, i.person_uid FROM empi_links l JOIN identities i USING (identity_key))
+        SELECT count(*) FILTER (WHERE a.cluster_id = b.cluster_id AND a.person_uid = b.person_uid),
+               count(*) FILTER (WHERE a.cluster_id = b.cluster_id), count(*) FILTER (WHERE a.person_uid = b.person_uid)
+        FROM j a JOIN j b ON a.identity_key < b.identity_key
+         AND (a.cluster_id = b.cluster_id OR a.person_uid = b.person_uid)""").fetchone()
+    return tp / pred, tp / true
+
+
+def test_incremental_linkage_equals_a_full_relink_with_the_same_model():
+    from empi.link import Previous
+
+    con = duckdb.connect()
+    _delivery(con, 20000)                       # trained: prior, u sampling, EM, term frequencies
+    first = link(con, "first")
+    assert first.model["trained"] and first.model["settings"]["comparisons"]
+    con.execute("CREATE TABLE prev_std AS SELECT * FROM empi_std")
+    con.execute("CREATE TABLE prev_edges AS SELECT * FROM empi_edges")
+    # a corrected re-send: an identity of the first delivery now with another phone
+    con.execute("UPDATE identities SET phone = '13000000000' WHERE identity_key = "
+                "(SELECT min(identity_key) FROM first)")
+    inc = link(con, "identities", previous=Previous("prev_std", "prev_edges", first.model))
+    new = con.execute("SELECT count(*) FROM identities ANTI JOIN first USING (identity_key)").fetchone()[0]
+    assert inc.model["incremental"] and new + 1 <= inc.model["dirty"] < new * 1.2 + 5   # the new ones, the re-sent one
+    con.execute("CREATE TABLE inc_links AS SELECT * FROM empi_links")
+    precision, recall = _pairwise(con)
+    assert precision >= 0.999 and recall >= 0.995
+    full = link(con, "identities", model=first.model)
+    assert (inc.persons, inc.by_method, inc.review_pairs) == (full.persons, full.by_method, full.review_pairs)
+    assert con.execute("SELECT count(*) FROM inc_links i FULL JOIN empi_links f USING (identity_key) "
+                       "WHERE i.cluster_id IS DISTINCT FROM f.cluster_id "
+                       "OR i.match_method IS DISTINCT FROM f.match_method").fetchone()[0] == 0
+
+
+def test_incremental_runs_in_the_lake_give_the_keys_of_a_full_relink():
+    con, full = _lake(), _lake()                # 1,500 identities: untrained (the prior model), so a
+                                                # full re-link scores with the same model
+    src = "SELECT identity_key, id_type_code, id_number, name, sex_code, birth_date, phone, address_division_code, " \
+          "address_text FROM {}"
+    for c in (con, full):
+        _delivery(c, 1500, share=10)
+        c.execute(f"CREATE TABLE memory.main.src AS {src.format('first')}")
+        run_in_lake(c, "memory.main.src", "lake", key_secret=SECRET)
+        # second delivery: the new identities, one identity re-sent with its ID corrected, one withdrawn
+        c.execute(f"CREATE OR REPLACE TABLE memory.main.src AS {src.format('identities')}")
+        c.execute("UPDATE memory.main.src SET id_number = NULL WHERE identity_key = (SELECT min(identity_key) FROM first)")
+        c.execute("DELETE FROM memory.main.src WHERE identity_key = (SELECT max(identity_key) FROM first)")
+    inc_out, inc = run_in_lake(con, "memory.main.src", "lake", key_secret=SECRET)
+    full_out, fr = run_in_lake(full, "memory.main.src", "lake", key_secret=SECRET, full=True)
+    assert inc.model["incremental"] and "incremental" not in fr.model
+    assert inc.model["dirty"] < inc.identities / 5
+    assert sorted(zip(*inc_out.to_pydict().values())) == sorted(zip(*full_out.to_pydict().values()))
+    modes = [json.loads(s)["mode"] for (s,) in con.execute("SELECT seconds FROM lake.empi.run_log ORDER BY run_at").fetchall()]
+    assert modes == ["full", "incremental"]
+    # the state left behind is the full re-link's: identities, pairs, crosswalk
+    for t, cols in (("identity_std", "identity_key, input_hash, std_hash"),
+                    ("link_edge", "identity_key_l, identity_key_r, round(match_probability, 9)"),
+                    ("identity_person", "identity_key, person_key")):
+        a = con.execute(f"SELECT {cols} FROM lake.empi.{t} ORDER BY ALL").fetchall()
+        assert a == full.execute(f"SELECT {cols} FROM lake.empi.{t} ORDER BY ALL").fetchall(), t
+    assert con.execute("SELECT count(*) FROM lake.empi.identity_std").fetchone()[0] == inc.identities

@@ -9,19 +9,25 @@ across runs (state in the lake's ``empi`` schema). Every mart reads person keys 
 ``id_number`` here is the standardised number when it is usable as a key (valid GB 11643, not a
 placeholder, agreeing with the stated birth date, sex and surname), else null: marts that look persons up by ID number never match a typo or a
 placeholder shared by many people. The number as sent is ``id_number_sent``.
+
+Incremental: a run links only the new and changed identities against the existing persons (the
+EMPI's state in the lake's ``empi`` schema) and returns only the rows that changed, which dbt
+merges by identity_key (delete+insert); rows of identities no longer sent are deleted.
+``dbt run --full-refresh`` (or the first run) re-links and retrains everything.
 """
 
 
 def model(dbt, session):
-    dbt.config(materialized="table")
+    dbt.config(materialized="incremental", unique_key="identity_key", incremental_strategy="delete+insert",
+               on_schema_change="fail")
     from empi.lake import run_in_lake
 
     identities = dbt.ref("int_identities_unioned")
     database = dbt.this.database
     identities.create_view("__empi_identities", replace=True)
-    links, _ = run_in_lake(session, "__empi_identities", database)
+    links, _ = run_in_lake(session, "__empi_identities", database, full=not dbt.is_incremental)
     session.register("__empi_links", links)
-    return session.sql("""
+    rows = session.sql("""
         select
             u.identity_key,
             u.institution_code,
@@ -48,3 +54,8 @@ def model(dbt, session):
         from __empi_identities u
         join __empi_links l using (identity_key)
     """)
+    if not dbt.is_incremental:
+        return rows
+    rows.create_view("__empi_rows", replace=True)
+    session.execute(f"DELETE FROM {dbt.this} WHERE identity_key NOT IN (SELECT identity_key FROM __empi_rows)")
+    return session.sql(f"SELECT * FROM __empi_rows EXCEPT SELECT * FROM {dbt.this}")
