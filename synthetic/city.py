@@ -76,7 +76,8 @@ def generate_city(out: Path, residents: int, days: int, seed: int, start_date: d
         datasets = {}
         for f in feeds[inst.code]:
             s = ledger.summary(inst.code, f.dataset)
-            datasets[f.dataset] = {"feed_id": f.id, "files": 1 if f.is_dictionary else days, **s}
+            datasets[f.dataset] = {"feed_id": f.id, "format": f.format,
+                                   "files": sink.files_per_feed.get((inst.code, f.dataset), 0), **s}
             rows_per_dataset[f.dataset] = rows_per_dataset.get(f.dataset, 0) + s["rows_written"]
         per_institution[inst.code] = {
             "name": inst.name, "kind": inst.kind, "level": inst.level, "division_code": inst.division,
@@ -89,6 +90,18 @@ def generate_city(out: Path, residents: int, days: int, seed: int, start_date: d
         return sum(ledger.summary(i.code, dataset)["distinct_keys_loadable"] for i in institutions
                    if dataset in DATASETS_BY_KIND[i.kind])
 
+    formats: dict[str, dict] = {}   # per format: feeds, files, rows written, malformed rows, distinct loadable keys
+    for inst in institutions:
+        for f in feeds[inst.code]:
+            d = per_institution[inst.code]["datasets"][f.dataset]
+            t = formats.setdefault(f.format, {"institutions": set(), "feeds": 0, "files": 0, "rows_written": 0,
+                                              "malformed_rows": 0, "distinct_keys_loadable": 0})
+            t["institutions"].add(inst.code)
+            t["feeds"] += 1
+            for k in ("files", "rows_written", "malformed_rows", "distinct_keys_loadable"):
+                t[k] += d[k]
+    formats = {k: {**v, "institutions": sorted(v["institutions"])} for k, v in sorted(formats.items())}
+
     city_summary = {
         "persons": residents,
         "households": activity.households,
@@ -98,6 +111,7 @@ def generate_city(out: Path, residents: int, days: int, seed: int, start_date: d
         "health_records_loadable": loadable("health_record"),
         "files_written": sink.files_written,
         "rows_per_dataset": dict(sorted(rows_per_dataset.items())),
+        "formats": formats,
     }
     summary = {"deployment": deployment, "city": city_summary, "institutions": per_institution}
     (out / "truth" / "summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n",
@@ -106,4 +120,5 @@ def generate_city(out: Path, residents: int, days: int, seed: int, start_date: d
             "persons": residents, "households": activity.households, "institutions": len(institutions),
             "encounters_loadable": city_summary["encounters_loadable"],
             "health_records_loadable": city_summary["health_records_loadable"],
-            "persons_with_valid_id_in_any_feed": city_summary["persons_with_valid_id_in_any_feed"]}
+            "persons_with_valid_id_in_any_feed": city_summary["persons_with_valid_id_in_any_feed"],
+            "files_per_format": {k: v["files"] for k, v in formats.items()}}

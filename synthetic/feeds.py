@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from synthetic.formats import FORMAT_EXTENSION, format_of, registry_entry
 from synthetic.institutions import Institution
 from synthetic import services as _services
 
@@ -211,6 +212,12 @@ class Feed:
     mapping: dict[str, str]   # element -> column, in standard order
     types: list[str]          # standard type per file column
     cadence: str
+    format: str = "csv"       # see synthetic/formats.py
+
+    @property
+    def encoding(self) -> str:
+        """The file's encoding: the institution's for text formats; UTF-8 for JSON, FHIR, SQLite, Excel."""
+        return self.inst.encoding if self.format in ("csv", "hl7v2") else "utf-8"
 
     @property
     def is_dictionary(self) -> bool:
@@ -221,7 +228,7 @@ class Feed:
         return next(n for n, e in standard()[self.dataset].items() if e.get("key"))
 
     def file_name(self, day: date) -> str:
-        return f"{self.inst.code}/{self.id}/{self.id}_{day:%Y%m%d}.csv"
+        return f"{self.inst.code}/{self.id}/{self.id}_{day:%Y%m%d}.{FORMAT_EXTENSION[self.format]}"
 
 
 def build_feeds(inst: Institution) -> list[Feed]:
@@ -247,7 +254,7 @@ def build_feeds(inst: Institution) -> list[Feed]:
             random.Random(_h(inst.code, ds, "order")).shuffle(elements)
         feeds.append(Feed(inst, ids[ds], ds, elements, [mapping[e] for e in elements], mapping,
                           [spec[e]["type"] for e in elements],
-                          "on_change" if ds in DICTIONARIES else "daily"))
+                          "on_change" if ds in DICTIONARIES else "daily", format_of(inst.code, ds)))
     return feeds
 
 
@@ -257,11 +264,11 @@ def registry_document(deployment: dict, institutions: list[Institution], feeds: 
         out.append({
             "code": inst.code, "name": inst.name, "kind": inst.kind, "level": inst.level,
             "division_code": inst.division,
-            "feeds": [{
+            "feeds": [registry_entry(f, {
                 "id": f.id, "dataset": f.dataset, "format": "csv", "encoding": inst.encoding, "delimiter": ",",
                 "cadence": f.cadence, "mapping": dict(f.mapping),
                 "value_formats": {"date": inst.date_format, "sex": inst.sex_format},
-            } for f in feeds[inst.code]],
+            }) for f in feeds[inst.code]],
         })
     return {"deployment": deployment, "institutions": out}
 

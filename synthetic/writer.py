@@ -78,6 +78,10 @@ def quote(s: str) -> str:
 
 
 class FeedFile:
+    """A CSV extract (the other formats: synthetic/formats.py, same interface)."""
+
+    malformations = frozenset({"malformed_ragged", "malformed_bad_quote", "malformed_undecodable"})
+
     def __init__(self, landing: Path, seed: int, feed: Feed, day: date):
         self.feed = feed
         self.rel = feed.file_name(day)
@@ -122,8 +126,20 @@ class FeedFile:
                     return j
         return plain[-1] if plain else 0
 
-    def close(self):
+    def write(self, data: bytes) -> None:
+        self.fh.write(data)
+
+    def close(self) -> bool:
         self.fh.close()
+        return True
+
+
+def open_feed_file(landing: Path, seed: int, feed: Feed, day: date):
+    if feed.format == "csv":
+        return FeedFile(landing, seed, feed, day)
+    from synthetic.formats import FILE_CLASSES
+
+    return FILE_CLASSES[feed.format](landing, seed, feed, day)
 
 
 class Sink:
@@ -139,17 +155,20 @@ class Sink:
         self.files: dict[tuple[str, str], FeedFile] = {}
         self.valid_id_persons = bytearray(residents)
         self.files_written = 0
+        self.files_per_feed: dict[tuple[str, str], int] = {}   # (institution, data set) -> files delivered
 
     def open_day(self, feeds: list[Feed], day: date) -> None:
         assert not self.files, "close the previous day first"
         for feed in feeds:
-            self.files[(feed.inst.code, feed.dataset)] = FeedFile(self.landing, self.seed, feed, day)
+            self.files[(feed.inst.code, feed.dataset)] = open_feed_file(self.landing, self.seed, feed, day)
 
     def close_day(self) -> None:
         for ff in self.files.values():
             self._flush_duplicates(ff)
-            ff.close()
-            self.files_written += 1
+            if ff.close():
+                self.files_written += 1
+                k = (ff.feed.inst.code, ff.feed.dataset)
+                self.files_per_feed[k] = self.files_per_feed.get(k, 0) + 1
         self.files = {}
 
     def emit(self, inst, dataset: str, values: dict, key: str, *, first: bool = True,
@@ -162,8 +181,10 @@ class Sink:
             defects.append(("id_number", id_defect))
         fields = [fmt(values.get(e)) for e, fmt in zip(feed.elements, ff.fmts)]
         malformed = draw_malformed(ff.rng, rates)
+        if malformed not in ff.malformations:
+            malformed = None   # a format that cannot carry it (a workbook, a SQLite row, a FHIR resource)
         data, where = ff.line(fields, malformed)
-        ff.fh.write(data)
+        ff.write(data)
         ff.rows += 1
         t = self.truth
         for element, defect in defects:
@@ -182,7 +203,7 @@ class Sink:
     def _flush_duplicates(self, ff: FeedFile) -> None:
         feed = ff.feed
         for data, key, defects in ff.duplicates:
-            ff.fh.write(data)
+            ff.write(data)
             ff.rows += 1
             for element, defect in defects:
                 self.truth.defect(feed, ff.rel, ff.rows, key, element, defect)

@@ -82,6 +82,157 @@ def parse_extract(path: Path, feed: dict) -> tuple[list[str], list[Row]]:
     return header, rows
 
 
+# ---------------------------------------------------------------------------- the other formats
+# Each parsed independently of ingest_adapters (json, openpyxl, sqlite3, plain text splitting) into
+# the same rows: record n of a file is its n-th record; ``raw`` is what a duplicate repeats.
+RAGGED_JSON = ',"补录"}'.encode("utf-8")
+MULTI_OPTIONS = ("resource", "segment", "messages")
+
+
+def feed_view(feed: dict) -> dict:
+    """A registry feed as the tests read it: data set and element mapping also for HL7 and FHIR feeds,
+    whose mapping is keyed by data set (one data set per synthetic feed)."""
+    if feed["format"] not in ("hl7v2", "fhir"):
+        return feed
+    [(dataset, spec)] = feed["mapping"].items()
+    return {**feed, "dataset": dataset, "mapping": {e: p for e, p in spec.items() if e not in MULTI_OPTIONS}}
+
+
+def parse_ndjson(path: Path, feed: dict):
+    reverse = {col: el for el, col in feed["mapping"].items()}
+    lines = path.read_bytes().split(b"\n")
+    assert lines[-1] == b""
+    rows = []
+    for n, raw in enumerate(lines[:-1], 1):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            rows.append(Row(n, raw, "malformed_undecodable", None))
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError:
+            rows.append(Row(n, raw, "malformed_ragged" if raw.endswith(RAGGED_JSON) else "malformed_bad_quote", None))
+            continue
+        assert set(obj) == set(reverse), (path, n)
+        rows.append(Row(n, raw, "ok", {reverse[c]: ("" if v is None else v) for c, v in obj.items()}))
+    return list(feed["mapping"].values()), rows
+
+
+def parse_json_document(path: Path, feed: dict):
+    reverse = {col: el for el, col in feed["mapping"].items()}
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    assert doc["code"] == 0
+    records = doc[feed["records_path"]]
+    return list(feed["mapping"].values()), [
+        Row(n, json.dumps(obj, ensure_ascii=False), "ok", {reverse[c]: ("" if v is None else v) for c, v in obj.items()})
+        for n, obj in enumerate(records, 1)]
+
+
+def parse_excel(path: Path, feed: dict):
+    from openpyxl import load_workbook
+
+    wb = load_workbook(path, read_only=True)
+    ws = wb[feed["sheet"]]
+    cells = [tuple(c for c in r) for r in ws.iter_rows(values_only=True)]
+    wb.close()
+    assert len([c for c in cells[0] if c]) == 1   # a title row above the header
+    header = list(cells[1])
+    reverse = {col: el for el, col in feed["mapping"].items()}
+    rows = []
+    for n, r in enumerate(cells[2:], 1):
+        assert all(v is None or isinstance(v, str) for v in r), (path, n)   # every value a text cell
+        rows.append(Row(n, r, "ok", {reverse[c]: ("" if v is None else v) for c, v in zip(header, r)}))
+    return header, rows
+
+
+def parse_sqlite(path: Path, feed: dict):
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        cur = db.execute(f'SELECT * FROM "{feed["table"]}" ORDER BY "{feed["watermark"]}"')
+        header = [d[0] for d in cur.description][1:]
+        data = [r[1:] for r in cur.fetchall()]
+    finally:
+        db.close()
+    reverse = {col: el for el, col in feed["mapping"].items()}
+    return header, [Row(n, r, "ok", {reverse[c]: ("" if v is None else v) for c, v in zip(header, r)})
+                    for n, r in enumerate(data, 1)]
+
+
+HL7_UNESCAPE = {"F": "|", "S": "^", "T": "&", "R": "~", "E": "\\"}
+
+
+def hl7_value(segments: dict, path: str) -> str:
+    seg, rest = path.split("-")
+    field, _, comp = rest.partition(".")
+    fields = segments[seg]
+    v = fields[int(field)] if int(field) < len(fields) else ""
+    if comp:
+        parts = v.split("^")
+        v = parts[int(comp) - 1] if int(comp) <= len(parts) else ""
+    import re
+
+    return re.sub(r"\\([FSTRE])\\", lambda m: HL7_UNESCAPE[m.group(1)], v)
+
+
+def parse_hl7(path: Path, feed: dict):
+    encoding = {"gb18030": "gb18030"}.get(feed["encoding"], "utf-8")
+    data = path.read_bytes()
+    assert data.endswith(b"\r\n")
+    rows = []
+    for n, raw in enumerate(data.split(b"\r\n")[:-1], 1):
+        segs = raw.decode(encoding).split("\r")
+        assert [s[:3] for s in segs] == ["MSH", "PID", "PV1", "OBR", "OBX"]
+        assert segs[0].split("|")[8] == "ORU^R01^ORU_R01" and segs[0].split("|")[17] in ("GB 18030-2000", "UNICODE UTF-8")
+        by = {s[:3]: s.split("|") for s in segs}
+        by["MSH"] = ["MSH"] + by["MSH"]   # MSH-1 is the field separator itself
+        rows.append(Row(n, raw, "ok", {e: hl7_value(by, p) for e, p in feed["mapping"].items()}))
+    return None, rows
+
+
+def fhir_value(node, path: str) -> str:
+    import re
+
+    for step in re.findall(r"(?:[^.\[]+(?:\[[^\]]*\])?)", path):
+        name, _, sel = step.partition("[")
+        node = node.get(name) if isinstance(node, dict) else None
+        if node is None:
+            return ""
+        if sel:
+            sel = sel[:-1]
+            if sel.startswith("url="):
+                node = next((x for x in node if x.get("url") == sel[4:]), None)
+            else:
+                node = node[int(sel)] if int(sel) < len(node) else None
+            if node is None:
+                return ""
+    return str(node)
+
+
+def parse_fhir(path: Path, feed: dict):
+    bundle = json.loads(path.read_text(encoding="utf-8"))
+    assert bundle["resourceType"] == "Bundle" and bundle["type"] == "collection"
+    resource = next(iter(feed["_raw_mapping"].values()))["resource"]
+    rows = []
+    for n, entry in enumerate(bundle["entry"], 1):
+        res = entry["resource"]
+        assert res["resourceType"] == resource and entry["fullUrl"].startswith("urn:uuid:")
+        values = {}
+        for e, p in feed["mapping"].items():
+            v = fhir_value(res, p)
+            if len(v) == 25 and v[10] == "T" and v.endswith("+08:00"):
+                v = v[:10] + " " + v[11:19]   # a FHIR dateTime: back to the institution's local time text
+            values[e] = v
+        rows.append(Row(n, json.dumps(entry, ensure_ascii=False, sort_keys=True), "ok", values))
+    return None, rows
+
+
+PARSERS = {"csv": parse_extract, "ndjson": parse_ndjson, "json": parse_json_document, "excel": parse_excel,
+           "sqlite": parse_sqlite, "hl7v2": parse_hl7, "fhir": parse_fhir}
+
+
 def parse_moment(text: str, fmt: str) -> datetime:
     if fmt == "compact":
         return datetime.strptime(text, "%Y%m%d%H%M%S" if len(text) == 14 else "%Y%m%d")
@@ -95,9 +246,10 @@ def city(tmp_path_factory):
     registry = yaml.safe_load((out / "registry.yaml").read_text(encoding="utf-8"))
     feeds = {}   # relative file path -> (institution, feed, header, rows)
     for inst in registry["institutions"]:
-        for feed in inst["feeds"]:
-            for path in sorted((out / "landing" / inst["code"] / feed["id"]).glob("*.csv")):
-                header, rows = parse_extract(path, feed)
+        for raw_feed in inst["feeds"]:
+            feed = {**feed_view(raw_feed), "_raw_mapping": raw_feed["mapping"]}
+            for path in sorted((out / "landing" / inst["code"] / feed["id"]).glob("*")):
+                header, rows = PARSERS[feed["format"]](path, feed)
                 feeds[str(path.relative_to(out / "landing"))] = (inst, feed, header, rows)
     defects = read_csv(out / "truth" / "defects.csv")
     by_row = defaultdict(set)
@@ -134,7 +286,8 @@ def test_same_seed_same_bytes_other_seed_other_city(tmp_path):
     generate_city(tmp_path / "c", 300, 2, 2)
     a, b, c = (tree_digest(tmp_path / x) for x in "abc")
     assert a == b
-    assert a.keys() == c.keys() and a != c
+    csv_files = lambda d: {k for k in d if k.endswith(".csv")}   # noqa: E731 (other formats: no file on an empty day)
+    assert csv_files(a) == csv_files(c) and a != c
     assert elapsed < 5, f"a 300-resident, 2-day city took {elapsed:.1f}s"
 
 
@@ -190,16 +343,22 @@ def test_registry_shape_and_mappings_match_catalog_and_headers(city):
         assert list(inst) == ["code", "name", "kind", "level", "division_code", "feeds"]
         assert len(inst["code"]) == 10 and inst["code"][:6] == inst["division_code"]
         assert inst["level"] in ("三级甲等", "三级乙等", "二级甲等", "二级乙等", "一级", "未定级")
-        for feed in inst["feeds"]:
+        for feed in map(feed_view, inst["feeds"]):
             assert feed["dataset"] in catalog
-            assert feed["format"] == "csv" and feed["delimiter"] == ","
+            assert feed["format"] in PARSERS
             assert feed["encoding"] in ("utf-8", "utf-8-sig", "gb18030")
+            if feed["format"] == "csv":
+                assert feed["delimiter"] == ","
             elements = catalog[feed["dataset"]]
             keys = [n for n, e in elements.items() if e.get("key")]
             required = [n for n, e in elements.items() if e.get("required")]
             assert set(feed["mapping"]) <= set(elements)
             assert set(keys) <= set(feed["mapping"]) and set(required) <= set(feed["mapping"])
-            header = headers[(inst["code"], feed["id"])]
+            header = headers.get((inst["code"], feed["id"]))
+            if feed["format"] in ("hl7v2", "fhir"):
+                continue   # element -> segment field / resource path (checked by the reader's registry test)
+            if header is None:
+                continue   # no delivery in this small city
             assert sorted(header) == sorted(feed["mapping"].values())
             styles.add("chinese" if "\u4e00" <= header[0][0] <= "\u9fff" else
                        "pinyin" if header[0].isupper() and "_" not in header[0] else "english")
@@ -215,10 +374,16 @@ def test_one_file_per_feed_per_day_and_dictionaries_on_day_one(city):
     for rel, (inst, feed, _, _) in city["files"].items():
         names[(inst["code"], feed["id"])] += 1
         assert rel.startswith(f"{inst['code']}/{feed['id']}/{feed['id']}_2026100")
+    summary = city["summary"]["institutions"]
     for inst in city["registry"]["institutions"]:
-        for feed in inst["feeds"]:
+        for feed in map(feed_view, inst["feeds"]):
             expected = 1 if feed["cadence"] == "on_change" else 3   # dictionaries: day 1 only
-            assert names[(inst["code"], feed["id"])] == expected, feed["id"]
+            got = names[(inst["code"], feed["id"])]
+            assert got == summary[inst["code"]]["datasets"][feed["dataset"]]["files"]
+            if feed["format"] == "csv":
+                assert got == expected, feed["id"]
+            else:   # a day without records delivers no file (the readers refuse empty files)
+                assert 0 < got <= expected or summary[inst["code"]]["datasets"][feed["dataset"]]["rows_written"] == 0
 
 
 def test_gb18030_files_decode_and_carry_chinese(city):
@@ -535,3 +700,65 @@ def test_references_resolve_within_each_institution(city):
             assert v[element] in keys[(code, target)], (code, dataset, element, v[element])
             checked[element] += 1
     assert all(checked[e] > 0 for e in refs), checked
+
+
+# ---------------------------------------------------------------------------- every format
+def test_every_format_is_written_and_its_truth_counts_match_a_recount(city):
+    """Excel (二级 hospital), NDJSON and JSON (township centres), SQLite (CDC front-end machine), HL7 v2
+    ORU^R01 (a hospital's LIS), FHIR R4 bundles (a newer hospital) and GB18030 CSV (a 三级 hospital):
+    each parsed above by its own independent parser; truth/summary.json's per-format counts agree."""
+    formats = city["summary"]["city"]["formats"]
+    assert set(formats) == {"csv", "excel", "ndjson", "json", "sqlite", "hl7v2", "fhir"}
+    recount = defaultdict(lambda: {"files": 0, "rows_written": 0, "malformed_rows": 0, "keys": set()})
+    for rel, (inst, feed, header, rows) in city["files"].items():
+        t = recount[feed["format"]]
+        t["files"] += 1
+        t["rows_written"] += len(rows)
+        t["malformed_rows"] += sum(r.status != "ok" for r in rows)
+        key_el = next(n for n in feed["mapping"] if _is_key(feed["dataset"], n))
+        t["keys"] |= {(inst["code"], feed["dataset"], r.values[key_el]) for r in rows if r.status == "ok"}
+    for fmt, t in formats.items():
+        got = recount[fmt]
+        assert (got["files"], got["rows_written"], got["malformed_rows"], len(got["keys"])) == (
+            t["files"], t["rows_written"], t["malformed_rows"], t["distinct_keys_loadable"]), fmt
+        assert t["files"] > 0 and t["rows_written"] > 0, fmt
+    # the formats that can be malformed are (CSV: ragged, bad quote, undecodable; NDJSON: invalid JSON lines)
+    assert formats["csv"]["malformed_rows"] > 0   # NDJSON's rate is the same (too few rows here): next test
+    assert all(formats[f]["malformed_rows"] == 0 for f in ("excel", "json", "sqlite", "hl7v2", "fhir"))
+    # field defects survive every format (values are the institution's text in each)
+    defect_formats = {city["files"][d["file"]][1]["format"] for d in city["defects"]
+                      if d["defect"] in ("future_date", "invalid_checksum", "missing_id_number", "unknown_sex_code")}
+    assert {"csv", "excel", "ndjson", "sqlite", "hl7v2", "fhir"} <= defect_formats
+    dup_formats = {city["files"][d["file"]][1]["format"] for d in city["defects"] if d["defect"] == "duplicate_row"}
+    assert {"csv", "excel", "ndjson", "hl7v2", "fhir"} <= dup_formats
+    # a 三级 hospital keeps GB18030 CSV, a 二级 hospital sends Excel
+    by_code = {i["code"]: i for i in city["registry"]["institutions"]}
+    assert by_code["511002H001"]["level"].startswith("三级") and {
+        (f["format"], f["encoding"]) for f in by_code["511002H001"]["feeds"]} == {("csv", "gb18030")}
+    assert by_code["511025H001"]["level"].startswith("二级") and {f["format"] for f in by_code["511025H001"]["feeds"]} == {"excel"}
+    assert by_code["511002D001"]["kind"] == "cdc" and {f["format"] for f in by_code["511002D001"]["feeds"]} == {"sqlite"}
+
+
+@pytest.mark.parametrize("kind", MALFORMED)
+def test_ndjson_malformed_lines_are_invalid_json_and_the_rest_parses(kind):
+    from types import SimpleNamespace
+
+    from synthetic.formats import NdjsonFile
+
+    f = NdjsonFile.__new__(NdjsonFile)
+    f.feed = SimpleNamespace(elements=["patient_id", "name", "phone"], columns=["BRBH", "XM", "LXDH"])
+    good, _ = f.line(["0001", "张三", ""], None)
+    assert json.loads(good) == {"BRBH": "0001", "XM": "张三", "LXDH": None}
+    bad, element = f.line(["0001", "张三", ""], kind)
+    assert element == ("" if kind == "malformed_ragged" else "name")
+    header, rows = parse_ndjson_bytes(good + bad, {"mapping": {"patient_id": "BRBH", "name": "XM", "phone": "LXDH"}})
+    assert [r.status for r in rows] == ["ok", kind]
+
+
+def parse_ndjson_bytes(data: bytes, feed: dict):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "x.ndjson"
+        p.write_bytes(data)
+        return parse_ndjson(p, feed)
