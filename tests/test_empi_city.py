@@ -43,9 +43,10 @@ def q(sql, params=None):
         con.close()
 
 
-def ingest_identity_feeds(s) -> None:
+def ingest_identity_feeds(s, day: str | None = None) -> None:
     """Only the feeds that carry identities (person, health record, immunisation): the rest of the
-    city's extracts do not reach the EMPI's models and would only make the test slower."""
+    city's extracts do not reach the EMPI's models and would only make the test slower. ``day``:
+    only the files of that day (YYYYMMDD in the file name), else every file not yet ingested."""
     from ingest_adapters.ingest import ensure_bronze_tables, ingest_file, landing_files, sync_institutions
     from ingest_adapters.registry import load_registry
 
@@ -56,6 +57,8 @@ def ingest_identity_feeds(s) -> None:
         sync_institutions(con, registry)
         for path in landing_files(s.landing):
             inst, feed_id = path.relative_to(s.landing).parts[:2]
+            if day is not None and day not in path.name:
+                continue
             if set(registry.institution(inst).feed(feed_id).datasets) & IDENTITY_DATASETS:
                 ingest_file(con, registry, path, s)
     finally:
@@ -74,6 +77,9 @@ def city(tmp_path_factory):
         mp.setenv("HEALTHLAKE_PERSON_KEY_SECRET", "city-test-secret")
         s = settings()
         generate_city(s.city_dir, residents=RESIDENTS, days=DAYS, seed=SEED)
+        # two deliveries: the first day's files, a full EMPI run; then the rest, linked incrementally
+        ingest_identity_feeds(s, day="20261001")
+        dbt_build(["--select", "+int_identities_linked", "--resource-type", "model", "--resource-type", "seed"])
         ingest_identity_feeds(s)
         dbt_build()
         yield s
@@ -133,13 +139,30 @@ def test_twins_and_newborns(city):
         assert not keys.get(a["person_uid"], set()) & keys.get(b["person_uid"], set())
 
 
+def test_the_second_delivery_is_linked_incrementally_like_a_full_relink(city):
+    runs = q("SELECT identities, new_keys, persons, seconds FROM lake.empi.run_log ORDER BY run_at")
+    assert [json.loads(r[3])["mode"] for r in runs] == ["full", "incremental"]
+    assert runs[1][0] > runs[0][0] and runs[0][1] == runs[0][2]
+    assert json.loads(runs[1][3])["dirty"] < runs[1][0] - runs[0][0] + runs[1][0] / 10   # the new ones, about
+    before = q("SELECT identity_key, person_key, match_method, round(match_probability, 9) "
+               "FROM lake.population.person_identifier ORDER BY ALL")
+    dbt_build(["--select", "int_identities_linked dim_person person_identifier", "--resource-type", "model",
+               "--full-refresh"])
+    after = q("SELECT identity_key, person_key, match_method, round(match_probability, 9) "
+              "FROM lake.population.person_identifier ORDER BY ALL")
+    assert after == before                       # same persons, same keys, same methods
+    last = q("SELECT new_keys, merged_keys, seconds FROM lake.empi.run_log ORDER BY run_at DESC LIMIT 1")[0]
+    assert last[:2] == (0, 0) and json.loads(last[2])["mode"] == "full"
+
+
 def test_a_second_run_renumbers_no_one(city):
     before = dict(q("SELECT identity_key, person_key FROM lake.population.person_identifier"))
     dbt_build(["--select", "int_identities_linked dim_person person_identifier", "--resource-type", "model"])
     after = dict(q("SELECT identity_key, person_key FROM lake.population.person_identifier"))
     assert after == before
-    runs = q("SELECT new_keys, persons FROM lake.empi.run_log ORDER BY run_at")
-    assert len(runs) == 2 and runs[1][0] == 0 and runs[0][0] == runs[0][1]
+    runs = q("SELECT new_keys, persons, seconds FROM lake.empi.run_log ORDER BY run_at")
+    assert runs[-1][0] == 0 and json.loads(runs[-1][2]) == {**json.loads(runs[-1][2]), "mode": "incremental",
+                                                             "dirty": 0}
 
 
 def test_review_and_decide_commands(city):
