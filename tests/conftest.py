@@ -17,3 +17,11 @@ def lake_env(tmp_path, monkeypatch):
     from healthlake.config import settings
 
     return settings()
+
+
+@pytest.fixture(autouse=True)
+def _lake_reader_closed():
+    yield
+    from tests.lake_reader import close_reader
+
+    close_reader()

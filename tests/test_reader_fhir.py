@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from healthlake.lake import connect
 from ingest_adapters import RegistryError, parse_registry
-from ingest_adapters import ingest_landing as _ingest_landing
 from ingest_adapters.fhir import evaluate, parse_path
+from tests.lake_reader import ingest_landing, q
 
 SYNTHEA = Path(__file__).resolve().parents[2] / "shared" / "reference" / "synthea" / "fhir_r4"
 FIXTURES = Path(__file__).with_name("fixtures") / "fhir"
@@ -79,32 +78,6 @@ def put(s, code, name, data: bytes):
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_bytes(data)
     return p
-
-
-_READER: dict = {}  # one read-only lake connection per test, closed before every ingest
-
-
-def q(s, sql, params=()):
-    if "con" not in _READER:
-        _READER["con"] = connect(s, read_only=True)
-    return _READER["con"].execute(sql, list(params)).fetchall()
-
-
-def _close_reader():
-    con = _READER.pop("con", None)
-    if con is not None:
-        con.close()
-
-
-def ingest_landing(s):
-    _close_reader()
-    return _ingest_landing(s)
-
-
-@pytest.fixture(autouse=True)
-def _reader_closed():
-    yield
-    _close_reader()
 
 
 TABLES = ("person", "encounter", "diagnosis", "lab_result", "prescription", "immunization", "procedure", "practitioner")

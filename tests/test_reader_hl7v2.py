@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from healthlake.lake import connect
 from ingest_adapters import RegistryError, parse_registry
-from ingest_adapters import ingest_landing as _ingest_landing
 from ingest_adapters.hl7v2 import split_messages, unescape
+from tests.lake_reader import ingest_landing, q
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "hl7v2"
 FIXTURES = Path(__file__).with_name("fixtures") / "hl7v2"
@@ -50,32 +49,6 @@ def put(s, name, data: bytes, feed="lis_hl7"):
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_bytes(data)
     return p
-
-
-_READER: dict = {}  # one read-only lake connection per test, closed before every ingest
-
-
-def q(s, sql, params=()):
-    if "con" not in _READER:
-        _READER["con"] = connect(s, read_only=True)
-    return _READER["con"].execute(sql, list(params)).fetchall()
-
-
-def _close_reader():
-    con = _READER.pop("con", None)
-    if con is not None:
-        con.close()
-
-
-def ingest_landing(s):
-    _close_reader()
-    return _ingest_landing(s)
-
-
-@pytest.fixture(autouse=True)
-def _reader_closed():
-    yield
-    _close_reader()
 
 
 ADT = (FIXTURES / "nj001_adt_oru_zh.hl7").read_bytes().split(b"\rMSH")[0] + b"\r"
