@@ -68,42 +68,42 @@ class _UF:
 
 
 def _prepare(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute("""
-    CREATE OR REPLACE TEMP TABLE empi_std AS
-    SELECT *,
-           CASE WHEN id_agrees AND surname_py IS NOT NULL THEN 'id:' || id18
-                WHEN passport IS NOT NULL AND birth_date IS NOT NULL AND sex IS NOT NULL
-                    THEN 'pp:' || passport || ':' || CAST(birth_date AS VARCHAR) || ':' || sex
-           END AS det_key_base,
-           CAST(birth_date AS VARCHAR) AS birth_str,
-           CASE WHEN id_valid AND NOT id_placeholder THEN id18
-                WHEN NOT id_placeholder AND regexp_full_match(id18, '[0-9]{17}[0-9X]') THEN id18 END AS id_cmp
-    FROM std
-    """)
     # A valid ID agreeing with birth date and sex links on the number AND the surname: identities
     # sending one number with another surname are conflicts, left to the probabilistic pass (the
     # surname group holding most identities of the number keeps the deterministic link).
-    con.execute("""
+    # std_hash: everything the model, the blocking rules and the clustering read of an identity; an
+    # identity whose hash is unchanged since the last run keeps the scored pairs it had with
+    # unchanged ones.
+    std_hash = ("md5(concat_ws(chr(31), " + ", ".join(f"coalesce(CAST({c} AS VARCHAR), chr(30))"
+                                                      for c in _MODEL_COLUMNS) + "))")
+    con.execute(f"""
     CREATE OR REPLACE TEMP TABLE empi_std AS
-    WITH groups AS (
-        SELECT det_key_base, surname_py, count(*) AS n FROM empi_std
+    WITH based AS (
+        SELECT *,
+               CASE WHEN id_agrees AND surname_py IS NOT NULL THEN 'id:' || id18
+                    WHEN passport IS NOT NULL AND birth_date IS NOT NULL AND sex IS NOT NULL
+                        THEN 'pp:' || passport || ':' || CAST(birth_date AS VARCHAR) || ':' || sex
+               END AS det_key_base,
+               CAST(birth_date AS VARCHAR) AS birth_str,
+               CASE WHEN id_valid AND NOT id_placeholder THEN id18
+                    WHEN NOT id_placeholder AND regexp_full_match(id18, '[0-9]{{17}}[0-9X]') THEN id18 END AS id_cmp
+        FROM std
+    ), groups AS (
+        SELECT det_key_base, surname_py, count(*) AS n FROM based
         WHERE det_key_base LIKE 'id:%' GROUP BY ALL
     ), winners AS (
         SELECT det_key_base, arg_max(surname_py, n * 1000000 - hash(surname_py) % 1000000) AS surname_py
         FROM groups GROUP BY det_key_base
+    ), keyed AS (
+        SELECT s.* EXCLUDE (det_key_base),
+               CASE WHEN s.det_key_base LIKE 'pp:%' THEN s.det_key_base
+                    WHEN w.surname_py IS NOT NULL THEN s.det_key_base END AS det_key,
+               s.det_key_base IS NOT NULL AND s.det_key_base LIKE 'id:%' AND w.surname_py IS NULL AS is_conflict
+        FROM based s
+        LEFT JOIN winners w ON w.det_key_base = s.det_key_base AND w.surname_py = s.surname_py
     )
-    SELECT s.* EXCLUDE (det_key_base),
-           CASE WHEN s.det_key_base LIKE 'pp:%' THEN s.det_key_base
-                WHEN w.surname_py IS NOT NULL THEN s.det_key_base END AS det_key,
-           s.det_key_base IS NOT NULL AND s.det_key_base LIKE 'id:%' AND w.surname_py IS NULL AS is_conflict
-    FROM empi_std s
-    LEFT JOIN winners w ON w.det_key_base = s.det_key_base AND w.surname_py = s.surname_py
+    SELECT *, {std_hash} AS std_hash FROM keyed
     """)
-    # Everything the model, the blocking rules and the clustering read of an identity: an identity
-    # whose hash is unchanged since the last run keeps the scored pairs it had with unchanged ones.
-    con.execute(f"CREATE OR REPLACE TEMP TABLE empi_std AS SELECT *, md5(concat_ws(chr(31), "
-                f"{', '.join(f'coalesce(CAST({c} AS VARCHAR), chr(30))' for c in _MODEL_COLUMNS)})) AS std_hash "
-                f"FROM empi_std")
 
 
 def _decisions(con, decisions: pa.Table | None) -> tuple[set, set]:
@@ -203,7 +203,6 @@ def link(con: duckdb.DuckDBPyConnection, source: str, *, upper: float = UPPER, l
     seconds["probabilistic"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
-    det_of = dict(con.execute("SELECT identity_key, det_key FROM empi_std WHERE det_key IS NOT NULL").fetchall())
     best: dict[str, dict[str, float]] = {}        # residue identity → {det cluster: best p}
     uf = _UF()
     review: list[tuple[str, str, float, str]] = []
@@ -264,38 +263,54 @@ def link(con: duckdb.DuckDBPyConnection, source: str, *, upper: float = UPPER, l
                 cluster[m] = cid
                 method[m] = "probabilistic" if len(rest) > 1 else "new_person"
                 prob[m] = node_p.get(m) if len(rest) > 1 else None
-    # steward matches merge whole clusters (they win over both passes)
+    # steward matches merge whole clusters (they win over both passes); only the identities of the
+    # residue, of a steward's decision and of the merged clusters are handled here, the rest (the
+    # deterministic clusters, most identities) in SQL below
+    remap: dict[str, str] = {}
+    stewarded: set[str] = set()
     if match_pairs:
+        keys = sorted({k for pair in match_pairs for k in pair})
+        det_of = dict(con.execute("SELECT identity_key, det_key FROM empi_std WHERE det_key IS NOT NULL "
+                                  "AND identity_key IN (SELECT unnest(?))", [keys]).fetchall())
         cf = _UF()
         for a, b in match_pairs:
             ca, cb = cluster.get(a) or det_of.get(a), cluster.get(b) or det_of.get(b)
             if ca and cb:
                 cf.union(ca, cb)
+        remap = {c: cf.find(c) for c in list(cf.p) if cf.find(c) != c}
         for k in list(cluster):
-            cluster[k] = cf.find(cluster[k])
-        det_of = {k: cf.find(v) for k, v in det_of.items()}
+            cluster[k] = remap.get(cluster[k], cluster[k])
         for a, b in match_pairs:
             for k in (a, b):
                 if k in cluster or k in det_of:
-                    method[k], prob[k] = "steward", 1.0
-    rows = con.execute("SELECT identity_key, det_key FROM empi_std").fetchall()
-    out_k, out_c, out_m, out_p = [], [], [], []
-    for k, d in rows:
-        out_k.append(k)
-        if d is not None:
-            out_c.append(det_of[k])
-            out_m.append(method.get(k) or ("passport" if d.startswith("pp:") else "id_number"))
-            out_p.append(prob.get(k, 1.0) if k in method else 1.0)
-        else:
-            out_c.append(cluster[k])
-            out_m.append(method[k])
-            out_p.append(prob.get(k))
-    con.register("__empi_links_arrow", pa.table({
-        "identity_key": pa.array(out_k, pa.string()), "cluster_id": pa.array(out_c, pa.string()),
-        "match_method": pa.array(out_m, pa.string()), "match_probability": pa.array(out_p, pa.float64())}))
-    con.execute("CREATE OR REPLACE TEMP TABLE empi_links AS SELECT * FROM __empi_links_arrow")
-    con.unregister("__empi_links_arrow")
-    final = dict(zip(out_k, out_c))
+                    stewarded.add(k)
+    res = sorted(cluster)
+    con.register("__empi_residue_arrow", pa.table({
+        "identity_key": pa.array(res, pa.string()), "cluster_id": pa.array([cluster[k] for k in res], pa.string()),
+        "match_method": pa.array([method[k] for k in res], pa.string()),
+        "match_probability": pa.array([prob.get(k) for k in res], pa.float64())}))
+    con.register("__empi_remap_arrow", pa.table({"cluster_id": pa.array(list(remap), pa.string()),
+                                                 "merged_into": pa.array(list(remap.values()), pa.string())}))
+    con.register("__empi_steward_arrow", pa.table({"identity_key": pa.array(sorted(stewarded), pa.string())}))
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE empi_links AS
+        SELECT s.identity_key,
+               CASE WHEN s.det_key IS NULL THEN r.cluster_id ELSE coalesce(m.merged_into, s.det_key) END AS cluster_id,
+               CASE WHEN st.identity_key IS NOT NULL THEN 'steward'
+                    WHEN s.det_key IS NULL THEN r.match_method
+                    WHEN s.det_key LIKE 'pp:%' THEN 'passport' ELSE 'id_number' END AS match_method,
+               CASE WHEN st.identity_key IS NOT NULL OR s.det_key IS NOT NULL THEN 1.0
+                    ELSE r.match_probability END::DOUBLE AS match_probability
+        FROM empi_std s
+        LEFT JOIN __empi_residue_arrow r USING (identity_key)
+        LEFT JOIN __empi_remap_arrow m ON m.cluster_id = s.det_key
+        LEFT JOIN __empi_steward_arrow st USING (identity_key)
+    """)
+    for t in ("__empi_residue_arrow", "__empi_remap_arrow", "__empi_steward_arrow"):
+        con.unregister(t)
+    review_keys = sorted({k for a, b, _, _ in review for k in (a, b)})
+    final = dict(con.execute("SELECT identity_key, cluster_id FROM empi_links WHERE identity_key IN (SELECT unnest(?))",
+                             [review_keys]).fetchall()) if review_keys else {}
     decided = match_pairs | non_pairs
     queue = {}
     for a, b, p, why in review:

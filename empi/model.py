@@ -242,7 +242,7 @@ def predict_incremental(con: duckdb.DuckDBPyConnection, table: str, dirty: str, 
         logging.getLogger(name).setLevel(logging.WARNING)
     con.execute(f"CREATE OR REPLACE TEMP TABLE __empi_dirty_rows AS SELECT * FROM {table} "
                 f"SEMI JOIN {dirty} USING (identity_key)")
-    con.execute(f"CREATE OR REPLACE TEMP TABLE __empi_clean_rows AS SELECT * FROM {table} "
+    con.execute(f"CREATE OR REPLACE TEMP VIEW __empi_clean_rows AS SELECT * FROM {table} "
                 f"ANTI JOIN {dirty} USING (identity_key)")
     db = DuckDBAPI(connection=con)
     linker = Linker(db.register(table), model_settings, log_level=logging.WARNING)
@@ -251,7 +251,7 @@ def predict_incremental(con: duckdb.DuckDBPyConnection, table: str, dirty: str, 
     new = db.register("__empi_dirty_rows")
     within = linker.inference.predict_within(new, threshold_match_probability=lower, warning_mode="never")
     parts = [f"SELECT * FROM {within.physical_name}"]
-    if con.execute("SELECT count(*) FROM __empi_clean_rows").fetchone()[0]:
+    if con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] > con.execute("SELECT count(*) FROM __empi_dirty_rows").fetchone()[0]:
         between = linker.inference.predict_between(new, db.register("__empi_clean_rows"),
                                                    threshold_match_probability=lower, warning_mode="never")
         parts.append(f"SELECT * FROM {between.physical_name}")

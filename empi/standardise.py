@@ -90,21 +90,18 @@ def standardise(con: duckdb.DuckDBPyConnection, source: str, out: str = "std", p
     if "identity_key" not in have:
         raise ValueError(f"{source} has no identity_key column")
     select = ", ".join(c if c in have else f"NULL::VARCHAR AS {c}" for c in INPUT_COLUMNS)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE __empi_all AS SELECT {select} FROM {source}")
     con.execute(f"CREATE OR REPLACE TEMP TABLE __empi_all AS SELECT *, {input_hash_sql()} AS input_hash "
-                f"FROM __empi_all")
-    row_cols = ", ".join(ROW_COLUMNS)
+                f"FROM (SELECT {select} FROM {source})")
+    same = ("" if not previous else
+            f"{previous} p ON p.identity_key = a.identity_key AND p.input_hash = a.input_hash")
     if previous:
-        con.execute(f"""CREATE OR REPLACE TEMP TABLE __empi_reused AS
-                        SELECT {", ".join("p." + c for c in ROW_COLUMNS)} FROM {previous} p
-                        SEMI JOIN __empi_all a ON a.identity_key = p.identity_key AND a.input_hash = p.input_hash""")
-        con.execute("CREATE OR REPLACE TEMP TABLE __empi_in AS SELECT * FROM __empi_all "
-                    "ANTI JOIN __empi_reused r USING (identity_key)")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE __empi_in AS SELECT a.* FROM __empi_all a ANTI JOIN {same}")
     else:
         con.execute("CREATE OR REPLACE TEMP TABLE __empi_in AS SELECT * FROM __empi_all")
     _rows(con)
     if previous:
-        con.execute(f"INSERT INTO __empi_base SELECT {row_cols} FROM __empi_reused")
+        con.execute(f"INSERT INTO __empi_base SELECT {', '.join('p.' + c for c in ROW_COLUMNS)} "
+                    f"FROM __empi_all a JOIN {same}")
     con.execute(f"""
     CREATE OR REPLACE TEMP TABLE {out} AS
     WITH shared AS (
@@ -120,7 +117,7 @@ def standardise(con: duckdb.DuckDBPyConnection, source: str, out: str = "std", p
                AND (sex IS NULL OR sex = id_sex) AS id_agrees
     FROM flagged
     """)
-    for t in ("__empi_all", "__empi_in", "__empi_reused", "__empi_ids", "__empi_names", "__empi_addr", "__empi_base"):
+    for t in ("__empi_all", "__empi_in", "__empi_ids", "__empi_names", "__empi_addr", "__empi_base"):
         con.execute(f"DROP TABLE IF EXISTS {t}")
     return con.execute(f"SELECT count(*) FROM {out}").fetchone()[0]
 
