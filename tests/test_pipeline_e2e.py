@@ -13,7 +13,8 @@ import pytest
 from healthlake.config import settings
 from healthlake.lake import connect
 
-RESIDENTS, DAYS, SEED = 400, 2, 7
+# 800 residents: every format of the city (CSV, Excel, NDJSON, JSON, SQLite, HL7 v2, FHIR) has deliveries
+RESIDENTS, DAYS, SEED = 800, 2, 7
 
 
 @pytest.fixture(scope="module")
@@ -161,6 +162,33 @@ def test_every_batch_accounts_for_every_row(city_lake):
     assert count(s, "bronze._rejects") == sum(t["malformed_rows"] for i in truth["institutions"].values()
                                               for t in i["datasets"].values())
     assert q(s, "SELECT count(*) FROM bronze._rejects WHERE reason IS NULL OR source_row IS NULL") == [(0,)]
+
+
+def test_every_format_accounts_for_every_row_and_reaches_the_marts(city_lake):
+    """Per delivery format: rows read = loaded + rejected, equal to what the generator wrote (its
+    per-format truth), and every mart counts exactly the format's loadable business keys."""
+    s, _, truth = city_lake
+    formats = truth["city"]["formats"]
+    assert set(formats) == {"csv", "excel", "ndjson", "json", "sqlite", "hl7v2", "fhir"}
+    got = {f: (r, l, rj, n) for f, r, l, rj, n in q(
+        s, "SELECT format, sum(rows_read)::BIGINT, sum(rows_loaded)::BIGINT, sum(rows_rejected)::BIGINT, "
+           "count(DISTINCT source_file) FROM ops.ingest_batch WHERE status = 'loaded' GROUP BY 1")}
+    for fmt, t in formats.items():
+        read, loaded, rejected, files = got[fmt]
+        assert read == loaded + rejected == t["rows_written"], fmt
+        assert rejected == t["malformed_rows"], fmt
+        assert 0 < files <= t["files"], fmt   # header-only CSV files identical across days load once
+    fmt_of = {(code, ds): d["format"] for code, inst in truth["institutions"].items() for ds, d in inst["datasets"].items()}
+    expected, loaded_keys = {}, {}
+    for mart, (dataset, column) in MART_DATASETS.items():
+        for code, n in q(s, f"SELECT {column}, count(*) FROM {mart} GROUP BY 1"):
+            loaded_keys[fmt_of[(code, dataset)]] = loaded_keys.get(fmt_of[(code, dataset)], 0) + n
+        for code, inst in truth["institutions"].items():
+            if dataset in inst["datasets"]:
+                f = inst["datasets"][dataset]["format"]
+                expected[f] = expected.get(f, 0) + inst["datasets"][dataset]["distinct_keys_loadable"]
+    assert loaded_keys == {f: n for f, n in expected.items() if n}
+    assert all(loaded_keys.get(f, 0) > 0 for f in formats), loaded_keys
 
 
 def test_lineage_columns_on_every_bronze_row(city_lake):
