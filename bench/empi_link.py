@@ -175,7 +175,7 @@ def main() -> None:
         # the daily delivery: the new identities linked against the index of the first run
         con.execute("ALTER TABLE empi_std RENAME TO prev_std")
         con.execute("ALTER TABLE empi_edges RENAME TO prev_edges")
-        new = total - n
+        new = con.execute("SELECT count(*) FROM identities").fetchone()[0] - n
         cpu0 = _cpu()
         t2 = time.perf_counter()
         inc = link(con, "identities", previous=Previous("prev_std", "prev_edges", result.model))
@@ -194,7 +194,7 @@ def main() -> None:
             full = link(con, "identities", model=result.model)
             diff = con.execute("SELECT count(*) FROM inc_links i FULL JOIN empi_links f USING (identity_key) "
                                "WHERE i.cluster_id IS DISTINCT FROM f.cluster_id").fetchone()[0]
-            print(f"full re-link of all {total:,} with the same model: {time.perf_counter() - t3:.1f} s, persons "
+            print(f"full re-link of all {n + new:,} with the same model: {time.perf_counter() - t3:.1f} s, persons "
                   f"{full.persons:,}; identities whose person differs from the incremental run: {diff:,}")
         con.close()
 

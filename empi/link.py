@@ -106,6 +106,37 @@ def _prepare(con: duckdb.DuckDBPyConnection) -> None:
     """)
 
 
+def _standardise_incremental(con: duckdb.DuckDBPyConnection, source: str, prev: str) -> int:
+    """``empi_std`` from ``source`` and the previous run's ``empi_std`` (``prev``): an identity sent
+    unchanged whose ID number no new, changed or withdrawn identity carries keeps its previous
+    row as it is; the others (and every identity sharing a number with them: the placeholder count
+    and the surname group deciding the deterministic link are per number) are standardised again."""
+    from empi.standardise import ROW_COLUMNS, drop_work_tables, finish, load_input, rows
+
+    load_input(con, source)
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE __empi_in AS SELECT a.* FROM __empi_all a
+                    ANTI JOIN {prev} p ON p.identity_key = a.identity_key AND p.input_hash = a.input_hash""")
+    rows(con)
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE __empi_touched AS
+                    SELECT identity_key FROM __empi_in
+                    UNION SELECT identity_key FROM {prev} ANTI JOIN __empi_all USING (identity_key)""")
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE __empi_touched_ids AS
+                    SELECT id18 FROM __empi_base WHERE id18 IS NOT NULL
+                    UNION SELECT id18 FROM {prev} SEMI JOIN __empi_touched USING (identity_key) WHERE id18 IS NOT NULL""")
+    con.execute(f"""INSERT INTO __empi_base SELECT {', '.join('p.' + c for c in ROW_COLUMNS)} FROM {prev} p
+                    SEMI JOIN __empi_touched_ids USING (id18)
+                    ANTI JOIN __empi_touched t ON t.identity_key = p.identity_key""")
+    finish(con, "__empi_base", "std")
+    _prepare(con)
+    con.execute(f"""INSERT INTO empi_std BY NAME SELECT p.* FROM {prev} p
+                    ANTI JOIN __empi_touched t ON t.identity_key = p.identity_key
+                    ANTI JOIN __empi_touched_ids i ON i.id18 = p.id18""")
+    drop_work_tables(con)
+    for t in ("__empi_touched", "__empi_touched_ids", "std"):
+        con.execute(f"DROP TABLE IF EXISTS {t}")
+    return con.execute("SELECT count(*) FROM empi_std").fetchone()[0]
+
+
 def _decisions(con, decisions: pa.Table | None) -> tuple[set, set]:
     if decisions is None or decisions.num_rows == 0:
         return set(), set()
@@ -149,8 +180,11 @@ def link(con: duckdb.DuckDBPyConnection, source: str, *, upper: float = UPPER, l
 
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
-    n = standardise(con, source, "std", previous=previous.std if previous else None)
-    _prepare(con)
+    if previous is not None:
+        n = _standardise_incremental(con, source, previous.std)
+    else:
+        n = standardise(con, source, "std")
+        _prepare(con)
     seconds["standardise"] = time.perf_counter() - t0
     match_pairs, non_pairs = _decisions(con, decisions)
 

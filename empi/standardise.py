@@ -86,43 +86,59 @@ def standardise(con: duckdb.DuckDBPyConnection, source: str, out: str = "std", p
     ``previous``: a table with ``ROW_COLUMNS`` from an earlier run; identities whose input hash is
     unchanged take their per-identity columns from there (only new or changed ones are
     standardised again); the placeholder count over all identities is always recomputed."""
-    have = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
-    if "identity_key" not in have:
-        raise ValueError(f"{source} has no identity_key column")
-    select = ", ".join(c if c in have else f"NULL::VARCHAR AS {c}" for c in INPUT_COLUMNS)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE __empi_all AS SELECT *, {input_hash_sql()} AS input_hash "
-                f"FROM (SELECT {select} FROM {source})")
+    load_input(con, source)
     same = ("" if not previous else
             f"{previous} p ON p.identity_key = a.identity_key AND p.input_hash = a.input_hash")
     if previous:
         con.execute(f"CREATE OR REPLACE TEMP TABLE __empi_in AS SELECT a.* FROM __empi_all a ANTI JOIN {same}")
     else:
         con.execute("CREATE OR REPLACE TEMP TABLE __empi_in AS SELECT * FROM __empi_all")
-    _rows(con)
+    rows(con)
     if previous:
         con.execute(f"INSERT INTO __empi_base SELECT {', '.join('p.' + c for c in ROW_COLUMNS)} "
                     f"FROM __empi_all a JOIN {same}")
+    finish(con, "__empi_base", out)
+    drop_work_tables(con)
+    return con.execute(f"SELECT count(*) FROM {out}").fetchone()[0]
+
+
+def load_input(con: duckdb.DuckDBPyConnection, source: str) -> None:
+    """``__empi_all``: the input columns of ``source`` (missing ones null) and ``input_hash``."""
+    have = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+    if "identity_key" not in have:
+        raise ValueError(f"{source} has no identity_key column")
+    select = ", ".join(c if c in have else f"NULL::VARCHAR AS {c}" for c in INPUT_COLUMNS)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE __empi_all AS SELECT *, {input_hash_sql()} AS input_hash "
+                f"FROM (SELECT {select} FROM {source})")
+
+
+def drop_work_tables(con: duckdb.DuckDBPyConnection) -> None:
+    for t in ("__empi_all", "__empi_in", "__empi_ids", "__empi_names", "__empi_addr", "__empi_base"):
+        con.execute(f"DROP TABLE IF EXISTS {t}")
+
+
+def finish(con: duckdb.DuckDBPyConnection, base: str, out: str) -> None:
+    """The population-wide step: ``base`` (ROW_COLUMNS) → ``out`` with the placeholder flag (one
+    number sent for several people) and ``id_usable``, ``id_agrees``. Every identity carrying a
+    number must be in ``base`` together with all others carrying that number."""
     con.execute(f"""
     CREATE OR REPLACE TEMP TABLE {out} AS
     WITH shared AS (
         SELECT id18, count(DISTINCT coalesce(surname_py, '?') || coalesce(CAST(birth_date AS VARCHAR), '?')) AS people
-        FROM __empi_base WHERE id_valid GROUP BY id18
+        FROM {base} WHERE id_valid GROUP BY id18
     ), flagged AS (
         SELECT b.*,
                id_pattern_placeholder OR coalesce(shared.people >= {PLACEHOLDER_MIN_PEOPLE}, false) AS id_placeholder
-        FROM __empi_base b LEFT JOIN shared USING (id18)
+        FROM {base} b LEFT JOIN shared USING (id18)
     )
     SELECT *, id_valid AND NOT id_placeholder AS id_usable,
            id_valid AND NOT id_placeholder AND (birth_date IS NULL OR birth_date = id_birth_date)
                AND (sex IS NULL OR sex = id_sex) AS id_agrees
     FROM flagged
     """)
-    for t in ("__empi_all", "__empi_in", "__empi_ids", "__empi_names", "__empi_addr", "__empi_base"):
-        con.execute(f"DROP TABLE IF EXISTS {t}")
-    return con.execute(f"SELECT count(*) FROM {out}").fetchone()[0]
 
 
-def _rows(con: duckdb.DuckDBPyConnection) -> None:
+def rows(con: duckdb.DuckDBPyConnection) -> None:
     """The per-identity columns of ``__empi_in`` into ``__empi_base`` (ROW_COLUMNS)."""
     _name_table(con, "__empi_in")
     _address_table(con, "__empi_in")
