@@ -12,6 +12,7 @@ import yaml
 
 from ingest_adapters import RegistryError, parse_registry
 from ingest_adapters.fhir import evaluate, parse_path
+from ingest_adapters.reference_institution import NPI, synthea_fhir_mapping as mapping
 from tests.lake_reader import ingest_landing, q
 
 SYNTHEA = Path(__file__).resolve().parents[2] / "shared" / "reference" / "synthea" / "fhir_r4"
@@ -19,50 +20,6 @@ FIXTURES = Path(__file__).with_name("fixtures") / "fhir"
 needs_synthea = pytest.mark.skipif(not SYNTHEA.exists(), reason="../shared/reference/synthea is not on this machine")
 SMALL_BUNDLES = ["Jorge_Luis88_Vela532_593aaa05-d864-1df7-5b96-155fbdb19f28.json",
                  "Mariam937_Nader710_cd4e1009-a582-b08c-74c8-38e6fc433659.json"]
-NPI = "http://hl7.org/fhir/sid/us-npi"
-
-
-def mapping(patient_key="id", practitioner_key=f"identifier[system={NPI}].value") -> dict:
-    return {
-        "person": {"patient_id": patient_key, "name": "name[0].text | {name[0].family}{name[0].given}",
-                   "sex_code": "gender", "birth_date": "birthDate", "phone": "telecom[system=phone].value",
-                   "id_number": "identifier[type.coding.code=01].value | identifier[type.coding.code=SS].value",
-                   "address_text": "address[0].text | address[0].line"},
-        "encounter": {"encounter_id": "id", "patient_id": "ref(subject)", "visit_type_code": "class.code",
-                      "practitioner_id": "ref(participant.individual)", "visit_at": "period.start",
-                      "discharge_at": "period.end"},
-        "diagnosis": {"diagnosis_id": "id", "encounter_id": "ref(encounter)", "patient_id": "ref(subject)",
-                      "diagnosis_code": "code.coding[0].code", "diagnosis_name": "code.text",
-                      "diagnosed_at": "onsetDateTime | recordedDate"},
-        "lab_result": {"resource": "Observation", "where": {"category.coding.code": "laboratory"},
-                       "lab_result_id": "id", "patient_id": "ref(subject)", "encounter_id": "ref(encounter)",
-                       "item_code": "code.coding[0].code | code.text", "item_name": "code.text",
-                       "result_value": "valueQuantity.value | valueString | valueCodeableConcept.text",
-                       "unit": "valueQuantity.unit",
-                       "reference_range": "{referenceRange[0].low.value}-{referenceRange[0].high.value}",
-                       "abnormal_flag": "interpretation[0].coding[0].code", "reported_at": "issued | effectiveDateTime"},
-        "prescription": {"order_id": "id", "encounter_id": "ref(encounter)", "patient_id": "ref(subject)",
-                         "drug_code": "medicationCodeableConcept.coding[0].code",
-                         "drug_name": "medicationCodeableConcept.text",
-                         "dose": "dosageInstruction[0].doseAndRate[0].doseQuantity.value",
-                         "dose_unit": "dosageInstruction[0].doseAndRate[0].doseQuantity.unit",
-                         "frequency": "{dosageInstruction[0].timing.repeat.frequency}/"
-                                      "{dosageInstruction[0].timing.repeat.period}"
-                                      "{dosageInstruction[0].timing.repeat.periodUnit}",
-                         "ordered_at": "authoredOn"},
-        "immunization": {"immunization_id": "id", "vaccine_code": "vaccineCode.coding[0].code",
-                         "vaccine_name": "vaccineCode.text", "dose_seq": "protocolApplied[0].doseNumberPositiveInt",
-                         "vaccinated_date": "occurrenceDateTime", "lot_number": "lotNumber"},
-        "procedure": {"procedure_id": "id", "encounter_id": "ref(encounter)", "patient_id": "ref(subject)",
-                      "procedure_code": "code.coding[0].code", "procedure_name": "code.text",
-                      "procedure_at": "performedPeriod.start | performedDateTime", "procedure_end_at": "performedPeriod.end",
-                      "operator_id": "ref(performer.actor)"},
-        "practitioner": {"practitioner_id": practitioner_key, "name": "name[0].text | {name[0].family}{name[0].given}",
-                         "sex_code": "gender", "title": "qualification[0].code.text",
-                         "licence_number": "qualification[0].identifier[0].value"},
-    }
-
-
 def registry(code="R01", m=None) -> dict:
     return {"institutions": [{"code": code, "name": "参考机构", "kind": "hospital", "level": "三级甲等",
                               "division_code": "511002",

@@ -11,28 +11,12 @@ import yaml
 
 from ingest_adapters import RegistryError, parse_registry
 from ingest_adapters.hl7v2 import split_messages, unescape
+from ingest_adapters.reference_institution import HL7_MAPPING as MAPPING, HL7_PATIENT as PATIENT
 from tests.lake_reader import ingest_landing, q
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "hl7v2"
 FIXTURES = Path(__file__).with_name("fixtures") / "hl7v2"
 needs_reference = pytest.mark.skipif(not REFERENCE.exists(), reason="../shared/reference/hl7v2 is not on this machine")
-
-PATIENT = "PID-3[5=MR].1 | PID-3.1"
-MAPPING = {
-    "person": {"patient_id": PATIENT, "name": "PID-5.1", "sex_code": "PID-8", "birth_date": "PID-7",
-               "id_number": "PID-3[5=ID].1", "phone": "PID-13.1", "address_text": "PID-11.1"},
-    "encounter": {"encounter_id": "PV1-19.1 | {MSH-10}", "patient_id": PATIENT, "visit_type_code": "PV1-2",
-                  "department_code": "PV1-3.1", "practitioner_id": "PV1-7.1", "visit_at": "PV1-44 | EVN-2 | MSH-7",
-                  "discharge_at": "PV1-45"},
-    "lab_result": {"segment": "OBX", "messages": ["ORU^R01"], "lab_result_id": "{MSH-10}-{OBX-1}",
-                   "encounter_id": "PV1-19.1", "patient_id": PATIENT, "item_code": "OBX-3.1", "item_name": "OBX-3.2",
-                   "result_value": "OBX-5", "unit": "OBX-6.1", "reference_range": "OBX-7", "abnormal_flag": "OBX-8",
-                   "reported_at": "OBX-14 | OBR-22 | MSH-7"},
-    "immunization": {"segment": "RXA", "messages": ["VXU^V04"], "immunization_id": "{MSH-10}-{RXA-2}",
-                     "name": "PID-5.1", "birth_date": "PID-7", "vaccine_code": "RXA-5.1", "vaccine_name": "RXA-5.2",
-                     "vaccinated_date": "RXA-3", "lot_number": "RXA-15"},
-}
-
 
 def registry(mapping=None, **options) -> dict:
     feed = {"id": "lis_hl7", "format": "hl7v2", "mapping": mapping or MAPPING, **options}

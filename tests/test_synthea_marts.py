@@ -17,21 +17,14 @@ from healthlake.config import REPO_ROOT
 from healthlake.dbt import DBT_PROJECT_DIR, dbt_env
 from healthlake.lake import connect
 from ingest_adapters import ingest_landing
+from ingest_adapters.reference_institution import SYNTHEA_CSV_FEEDS
 
 SYNTHEA_CSV = Path(__file__).resolve().parents[2] / "shared" / "reference" / "synthea" / "csv"
 pytestmark = pytest.mark.skipif(not SYNTHEA_CSV.exists(), reason="../shared/reference/synthea is not on this machine")
 
 REGISTRY = {"institutions": [{
     "code": "SYN01", "name": "Synthea 参考机构", "kind": "hospital", "level": "三级甲等", "division_code": "511002",
-    "feeds": [
-        {"id": "patients", "dataset": "person", "format": "csv", "encoding": "utf-8",
-         "mapping": {"patient_id": "Id", "name": "FIRST", "sex_code": "GENDER", "birth_date": "BIRTHDATE",
-                     "address_text": "ADDRESS"}},
-        {"id": "encounters", "dataset": "encounter", "format": "csv", "encoding": "utf-8",
-         "mapping": {"encounter_id": "Id", "patient_id": "PATIENT", "visit_type_code": "ENCOUNTERCLASS",
-                     "practitioner_id": "PROVIDER", "visit_at": "START", "discharge_at": "STOP",
-                     "total_fee": "TOTAL_CLAIM_COST"}},
-    ]}]}
+    "feeds": [{**f, "id": f["id"].removeprefix("synthea_")} for f in SYNTHEA_CSV_FEEDS]}]}
 
 
 def source_rows(name: str) -> list[dict]:
