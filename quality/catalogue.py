@@ -86,7 +86,19 @@ class Rule:
 
     def build_expectation(self):
         """The GX expectation object (raises if the kwargs do not fit it)."""
-        return expectation_class(self.expectation)(**dict(self.kwargs), meta={"rule_id": self.id})
+        return expectation_class(self.expectation)(**dict(self.kwargs), meta={"rule_id": self.id},
+                                                   description=self.docs_description)
+
+    @property
+    def docs_description(self) -> str:
+        """What GX's Data Docs show for the rule (GX renders a description in place of its English
+        template): the id and Chinese name, and for a SQL rule its query. ``$`` is doubled: GX
+        renders the description as a ``string.Template``."""
+        text = f"【{self.id}】{self.name}"
+        query = self.kwargs.get("unexpected_rows_query") if self.expectation == "unexpected_rows_expectation" else None
+        if query:
+            text += "：" + " ".join(str(query).split())
+        return text.replace("$", "$$")
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,17 @@ renders as unstyled text with broken images, and a reader's browser would call o
 
 Pages go to ``<reports_dir>/quality/data_docs/<schema>.<table>/<run_id>.html`` with a small JSON
 sidecar; ``index.html`` lists every validation (newest first) and is rewritten each time.
+
+The bronze gate validations (``quality.scoring``: one SQL pass per data set, generated from the same
+rules, counted per institution and batch) are GX validations too: ``bronze_validation_result`` turns
+one batch's row-level counts into a GX ``ExpectationSuiteValidationResult`` — one
+``ExpectationValidationResult`` per rule, built from the rule's own GX expectation, with
+``element_count`` (the batch's rows), ``unexpected_count`` (its failing rows) and
+``unexpected_percent``; ``success`` is the rule's status against its threshold, the suite's is the
+gate's batch score (critical rules, record level). GX's renderer then draws it like any validation:
+the docs show exactly what the gate decided. Those pages go to
+``data_docs/bronze.<dataset>/<batch_id>/<run_id>.html`` (``write_bronze_data_docs``, called by the gate).
+Every expectation carries the rule's id and Chinese name as its GX ``description``.
 """
 
 from __future__ import annotations
@@ -29,7 +40,8 @@ from pathlib import Path
 
 from healthlake.config import Settings, settings as load_settings
 
-__all__ = ["write_data_docs", "make_self_contained", "data_docs_dir", "write_docs_index", "EXTERNAL_URL"]
+__all__ = ["write_data_docs", "make_self_contained", "data_docs_dir", "write_docs_index", "EXTERNAL_URL",
+           "bronze_validation_result", "write_bronze_data_docs", "latest_batch_pages"]
 
 EXTERNAL_URL = re.compile(r"https?://", re.I)
 _LINK = re.compile(r"<link\b[^>]*>", re.I | re.S)
@@ -92,32 +104,185 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
-def write_data_docs(outcome, table: str, run_id: str, run_at: datetime | None = None,
-                    settings: Settings | None = None, rule_names: dict[str, str] | None = None) -> Path:
-    """Render one GX validation result (``ExpectationSuiteValidationResult``) to a self-contained page."""
+_VIEW = None
+
+
+def render_page(outcome) -> str:
+    """GX's own HTML page of a validation result (one cached Jinja view: its templates compile once)."""
+    global _VIEW
     from great_expectations.render.renderer.page_renderer import ValidationResultsPageRenderer
     from great_expectations.render.view.view import DefaultJinjaPageView
 
-    s = settings or load_settings()
-    run_at = run_at or datetime.now(timezone.utc)
-    document = ValidationResultsPageRenderer().render(outcome)
-    page = DefaultJinjaPageView().render(document)
-    stats = dict(getattr(outcome, "statistics", {}) or {})
-    banner = (f"healthlake 质控 · GX 数据文档 · {html.escape(table)} · 运行 {html.escape(run_id)} · "
-              f'<a href="../index.html">全部验证</a>')
-    page = make_self_contained(page, banner=banner)
-    folder = data_docs_dir(s) / _safe(table)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{_safe(run_id)}.html"
+    if _VIEW is None:
+        _VIEW = DefaultJinjaPageView()
+    return _VIEW.render(ValidationResultsPageRenderer().render(outcome))
+
+
+def _write_page(page: str, path: Path, meta: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".html.tmp")
     tmp.write_text(page, encoding="utf-8")
     os.replace(tmp, path)
+    path.with_suffix(".json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def write_data_docs(outcome, table: str, run_id: str, run_at: datetime | None = None,
+                    settings: Settings | None = None, rule_names: dict[str, str] | None = None) -> Path:
+    """Render one GX validation result (``ExpectationSuiteValidationResult``) to a self-contained page."""
+    s = settings or load_settings()
+    run_at = run_at or datetime.now(timezone.utc)
+    stats = dict(getattr(outcome, "statistics", {}) or {})
+    banner = (f"healthlake 质控 · GX 数据文档 · {html.escape(table)} · 运行 {html.escape(run_id)} · "
+              f'<a href="../index.html">全部验证</a>')
+    page = make_self_contained(render_page(outcome), banner=banner)
+    path = data_docs_dir(s) / _safe(table) / f"{_safe(run_id)}.html"
     meta = {"table": table, "run_id": run_id, "run_at": run_at.isoformat(), "success": bool(outcome.success),
             "evaluated": stats.get("evaluated_expectations"), "successful": stats.get("successful_expectations"),
             "unsuccessful": stats.get("unsuccessful_expectations"), "page": f"{_safe(table)}/{path.name}"}
-    path.with_suffix(".json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+    _write_page(page, path, meta)
     write_docs_index(s)
     return path
+
+
+# --- the bronze gate's validations ------------------------------------------------------------
+
+def bronze_validation_result(run, batch, rules, decision=None):
+    """One batch's gate validation as a GX ``ExpectationSuiteValidationResult``.
+
+    ``run``: a ``scoring.DatasetRun``; ``batch``: one of its ``BatchScore``; ``rules``: the rules
+    scored (``Rule``); ``decision``: the gate's ``GateDecision`` of the batch, if taken. The counts are
+    the scoring's own (rows of the batch, failing rows per rule): nothing is recomputed.
+    """
+    from great_expectations.core import ExpectationSuiteValidationResult, ExpectationValidationResult
+
+    from quality.catalogue import expectation_class
+    from quality.runner import ERROR, NOT_APPLICABLE, PASS
+    from quality.report import DIMENSION_ZH, SEVERITY_ZH
+
+    by_rule = {g.rule_id: g for g in run.results if g.batch_id == batch.batch_id}
+    results = []
+    if batch.status != NOT_APPLICABLE:           # an empty batch: no expectation applies (not a pass)
+        for rule in rules:
+            g = by_rule.get(rule.id)
+            if g is None:
+                continue
+            try:
+                expectation = expectation_class(rule.expectation)(
+                    **dict(rule.kwargs), meta={"rule_id": rule.id, "severity": rule.severity,
+                                               "dimension": rule.dimension, "threshold": float(rule.threshold)},
+                    description=f"{SEVERITY_ZH.get(rule.severity, rule.severity)}·"
+                                f"{DIMENSION_ZH.get(rule.dimension, rule.dimension)} {rule.docs_description}")
+                config = expectation.configuration
+            except Exception:  # noqa: BLE001 - a rule GX cannot build was ERROR in the scoring too
+                config = None
+            if g.status == ERROR or config is None:
+                results.append(ExpectationValidationResult(
+                    success=False, expectation_config=config, result={},
+                    exception_info={"raised_exception": True, "exception_message": g.message,
+                                    "exception_traceback": None}))
+                continue
+            n, rows = int(g.rows_failed or 0), int(g.rows_checked)
+            pct = 100.0 * n / rows if rows else 0.0
+            result = {"element_count": rows, "unexpected_count": n, "unexpected_percent": pct,
+                      "unexpected_percent_total": pct, "unexpected_percent_nonmissing": pct,
+                      "partial_unexpected_list": []}
+            if rule.expectation == "unexpected_rows_expectation":
+                result["observed_value"] = n            # what GX reports for it: the rows the query returned
+            results.append(ExpectationValidationResult(
+                success=g.status == PASS, expectation_config=config, result=result,
+                exception_info={"raised_exception": False, "exception_message": None, "exception_traceback": None}))
+    ok = sum(bool(r.success) for r in results)
+    table = f"bronze.{run.dataset}"
+    return ExpectationSuiteValidationResult(
+        success=batch.status == PASS,
+        results=results,
+        suite_name=f"healthlake:{table}",
+        statistics={"evaluated_expectations": len(results), "successful_expectations": ok,
+                    "unsuccessful_expectations": len(results) - ok,
+                    "success_percent": 100.0 * ok / len(results) if results else None},
+        meta={"great_expectations_version": _gx_version(),
+              "batch_spec": {"data_asset_name": f"{table} · 机构 {batch.institution_code} · 批次 {batch.batch_id}"},
+              "batch_markers": {}, "active_batch_definition": {},
+              "run_id": {"run_name": run.run_id, "run_time": run.run_at.isoformat()},
+              "validation_time": run.run_at.strftime("%Y%m%dT%H%M%S.%fZ"),
+              "healthlake": {"dataset": run.dataset, "batch_id": batch.batch_id,
+                             "institution_code": batch.institution_code, "feed": batch.feed,
+                             "rows_checked": batch.rows_checked, "rows_passing": batch.rows_passing,
+                             "pass_rate": batch.pass_rate, "threshold": batch.threshold, "status": batch.status,
+                             "critical_rules_failed": list(batch.critical_rules_failed),
+                             "decision": getattr(decision, "decision", None)}},
+        batch_id=f"lake-{table}-{batch.batch_id}",
+    )
+
+
+def _gx_version() -> str:
+    import great_expectations
+
+    return great_expectations.__version__
+
+
+_DECISION_ZH = {"promoted": "放行", "held": "拦截（暂缓入库）"}
+
+
+def write_bronze_data_docs(bronze_run, settings: Settings | None = None, decisions=None, rules=None) -> list[Path]:
+    """A self-contained GX Data Docs page for every batch of a ``scoring.BronzeRun`` (the gate's validations).
+
+    ``decisions``: the gate's ``GateDecision`` list (shown on each page); ``rules``: dataset → rules
+    scored (default: the catalogue's). Returns the pages written; the index is rewritten once.
+    """
+    from quality.scoring import rules_for_dataset
+
+    s = settings or load_settings()
+    by_batch = {(d.dataset, d.batch_id): d for d in (decisions or [])}
+    out = []
+    for dataset, run in bronze_run.datasets.items():
+        rule_list = (rules or {}).get(dataset) or rules_for_dataset(dataset).rules
+        table = f"bronze.{dataset}"
+        for batch in run.batches:
+            decision = by_batch.get((dataset, batch.batch_id))
+            outcome = bronze_validation_result(run, batch, rule_list, decision)
+            rate = "不适用（批次无数据）" if batch.pass_rate is None else f"{batch.pass_rate * 100:.2f}%"
+            verdict = _DECISION_ZH.get(getattr(decision, "decision", None), "未决定")
+            crit = "、".join(batch.critical_rules_failed) or "无"
+            banner = (f"healthlake 质控闸门 · GX 数据文档 · {html.escape(table)} · 机构 {html.escape(batch.institution_code)}"
+                      f" · 批次 {html.escape(batch.batch_id)}<br>关键规则合格率（记录级）{rate}，阈值 "
+                      f"{batch.threshold * 100:.2f}%，闸门决定：<b>{verdict}</b>；未通过的关键规则：{html.escape(crit)}"
+                      f" · 运行 {html.escape(run.run_id)} · " + '<a href="../../index.html">全部验证</a>')
+            page = make_self_contained(render_page(outcome), banner=banner)
+            rel = f"{_safe(table)}/{_safe(batch.batch_id)}/{_safe(run.run_id)}.html"
+            stats = outcome.statistics
+            meta = {"table": table, "run_id": run.run_id, "run_at": run.run_at.isoformat(),
+                    "success": bool(outcome.success), "evaluated": stats.get("evaluated_expectations"),
+                    "successful": stats.get("successful_expectations"),
+                    "unsuccessful": stats.get("unsuccessful_expectations"), "page": rel,
+                    "batch_id": batch.batch_id, "institution_code": batch.institution_code,
+                    "pass_rate": batch.pass_rate, "status": batch.status,
+                    "decision": getattr(decision, "decision", None)}
+            out.append(_write_page(page, data_docs_dir(s) / rel, meta))
+    write_docs_index(s)
+    return out
+
+
+def _metas(d: Path) -> list[dict]:
+    metas = []
+    for p in list(d.glob("*/*.json")) + list(d.glob("*/*/*.json")):
+        try:
+            metas.append(json.loads(p.read_text(encoding="utf-8")))
+        except ValueError:
+            continue
+    return metas
+
+
+def latest_batch_pages(settings: Settings | None = None) -> dict[tuple[str, str], str]:
+    """(table, batch_id) → the newest gate validation page of that batch, relative to ``data_docs/``."""
+    out: dict[tuple[str, str], tuple[str, str]] = {}
+    for m in _metas(data_docs_dir(settings)):
+        if m.get("batch_id"):
+            key = (m["table"], m["batch_id"])
+            if key not in out or m["run_at"] > out[key][0]:
+                out[key] = (m["run_at"], m["page"])
+    return {k: v[1] for k, v in out.items()}
 
 
 def write_docs_index(settings: Settings | None = None) -> Path:
@@ -126,26 +291,33 @@ def write_docs_index(settings: Settings | None = None) -> Path:
 
     d = data_docs_dir(settings)
     d.mkdir(parents=True, exist_ok=True)
-    metas = []
-    for p in d.glob("*/*.json"):
-        try:
-            metas.append(json.loads(p.read_text(encoding="utf-8")))
-        except ValueError:
-            continue
+    metas = _metas(d)
     metas.sort(key=lambda m: (m.get("run_at") or "", m.get("table") or ""), reverse=True)
+    def result(m: dict) -> str:
+        if m.get("batch_id"):       # a gate validation: the batch's score and the gate's decision
+            rate = "不适用" if m.get("pass_rate") is None else f"{m['pass_rate'] * 100:.2f}%"
+            verdict = _DECISION_ZH.get(m.get("decision"), "未决定")
+            css = "FAIL" if m.get("decision") == "held" else "PASS"
+            return f"<span class='s {css}'>{html.escape(verdict)}</span> 关键规则合格率 {rate}"
+        ok = m.get("success")
+        return f"<span class='s {'PASS' if ok else 'FAIL'}'>{'全部通过' if ok else '有未通过'}</span>"
+
     rows = "".join(
         f"<tr><td>{html.escape(m['run_at'][:19].replace('T', ' '))} UTC</td><td>{html.escape(m['table'])}</td>"
+        f"<td>{html.escape(m.get('institution_code') or '')}</td>"
+        f"<td class='small'>{html.escape(m.get('batch_id') or '整表')}</td>"
         f"<td class='n'>{m.get('evaluated') or 0}</td><td class='n'>{m.get('successful') or 0}</td>"
-        f"<td class='n'>{m.get('unsuccessful') or 0}</td>"
-        f"<td><span class='s {'PASS' if m.get('success') else 'FAIL'}'>{'全部通过' if m.get('success') else '有未通过'}</span></td>"
+        f"<td class='n'>{m.get('unsuccessful') or 0}</td><td>{result(m)}</td>"
         f"<td><a href=\"{html.escape(m['page'])}\">{html.escape(m['run_id'])}</a></td></tr>" for m in metas)
     page = ('<!DOCTYPE html><html lang="zh-CN"><head><meta charset="utf-8"><title>GX 数据文档</title>'
             f"<style>{_CSS}</style></head><body><h1>GX 数据文档（每次验证一页）</h1>"
             "<div class='meta'>Great Expectations 验证结果，已去除外部链接，可离线阅读。"
+            "贴源层（bronze）每个批次一页：质控闸门按机构、按批次逐行评分的结果（每条规则的检查行数、不合格行数、"
+            "不合格比例）以 GX 验证结果呈现，与闸门的放行/拦截决定一致；四大数据库（marts）每次整表验证一页。"
             "GX 按期望计数（通过的期望数）；按行计的合格率见质控报告。</div>"
             "<p><a href=\"../office.html\">质控报告</a></p>"
-            "<table><tr><th>验证时间</th><th>数据表</th><th>期望数</th><th>通过</th><th>未通过</th><th>结果</th>"
-            f"<th>页面</th></tr>{rows}</table></body></html>")
+            "<table><tr><th>验证时间</th><th>数据表</th><th>机构</th><th>批次</th><th>期望数</th><th>通过</th>"
+            f"<th>未通过</th><th>结果</th><th>页面</th></tr>{rows}</table></body></html>")
     path = d / "index.html"
     path.write_text(page, encoding="utf-8")
     return path

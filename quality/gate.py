@@ -14,7 +14,8 @@ An empty batch (header-only file) has nothing to promote: NOT_APPLICABLE, decisi
 (it holds nothing back). A batch whose critical rules could not run (ERROR) is held: a broken rule
 never lets data through.
 
-Decisions are appended to ``quality.batch_gate`` with the run id; the current decision of a batch is
+Every batch scored gets a GX Data Docs page (``data_docs.write_bronze_data_docs``) with the counts the
+decision was taken on. Decisions are appended to ``quality.batch_gate`` with the run id; the current decision of a batch is
 its latest row per data set (``current_decisions_sql``; a file of a multi-data-set feed is promoted
 only when every data set of it is), which is what the Dagster asset check and the dbt staging filter
 (``dbt_project/macros/quality_gate.sql``) read. After each ingest ``gate_pending`` scores and decides
@@ -26,6 +27,7 @@ The threshold default is ``HEALTHLAKE_QUALITY_THRESHOLD`` (``catalogue.gate_thre
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Iterable, Mapping
@@ -38,6 +40,8 @@ from quality.runner import FAIL, NOT_APPLICABLE, PASS
 __all__ = ["GateDecision", "GateRun", "decide", "gate_run", "gate_pending", "pending_batches", "record_override",
            "load_overrides", "current_decisions", "current_decisions_sql", "PROMOTED", "HELD", "OVERRIDE_TABLE",
            "GATE_TABLE"]
+
+log = logging.getLogger(__name__)
 
 PROMOTED, HELD = "promoted", "held"
 OVERRIDE_TABLE = "quality.batch_override"
@@ -292,7 +296,14 @@ def gate_pending(settings: Settings | None = None, *, registry=None, rectificati
         decisions += _promote_unruled(s, no_rules)
     if pending:
         run = run_bronze_rules(sorted(pending), [b for bs in pending.values() for b in bs], s, registry=registry)
-        decisions += gate_run(run, s)
+        gate_decisions = gate_run(run, s)
+        decisions += gate_decisions
+        try:  # the Data Docs are a view of the decisions, never their cause
+            from quality.data_docs import write_bronze_data_docs
+
+            write_bronze_data_docs(run, s, decisions=gate_decisions)
+        except Exception as e:  # noqa: BLE001
+            log.warning("quality: could not write the gate's Data Docs: %s", e)
         held_codes = sorted({d.institution_code for d in decisions if d.decision == HELD})
         if rectification and held_codes:
             from quality.rectification import write_rectification_lists

@@ -234,6 +234,13 @@ def _svg_line(points: Sequence[tuple[str, float | None]], threshold: float, titl
     return "".join(out)
 
 
+def _batch_link(h: dict) -> str:
+    """The batch id, linked to its gate validation's GX Data Docs page when there is one."""
+    if h.get("docs"):
+        return f'<a href="{_e(h["docs"])}" title="GX 数据文档">{_e(h["batch_id"])}</a>'
+    return _e(h["batch_id"])
+
+
 def _bar(rate) -> str:
     if rate is None:
         return ""
@@ -357,12 +364,13 @@ def render_office_report(data: dict, samples: dict[str, list[dict]] | None = Non
     held = data.get("held") or []
     if held:
         w("<p class='meta'>被拦截的批次不进入四大数据库；机构整改后重新报送（新批次合格即放行），或由质控人员记录放行：<br>"
-          "<code>healthlake quality override --batch 批次号 --by 姓名 --reason 原因</code></p>")
+          "<code>healthlake quality override --batch 批次号 --by 姓名 --reason 原因</code><br>"
+          "批次号链接到该批次的 GX 数据文档（每条规则的检查行数、不合格行数与闸门决定）。</p>")
         w("<table><tr><th>机构</th><th>机构名称</th><th>数据集</th><th>批次号</th><th>记录数</th><th>合格率</th>"
           "<th>阈值</th><th>原因</th></tr>")
         for h in held:
             w(f"<tr><td>{_e(h['institution_code'])}</td><td>{_e(h['name'])}</td><td>{_e(h['dataset'])}</td>"
-              f"<td class='small'>{_e(h['batch_id'])}</td><td class='n'>{h['rows_checked']}</td>"
+              f"<td class='small'>{_batch_link(h)}</td><td class='n'>{h['rows_checked']}</td>"
               f"<td class='n'>{_pct(h['pass_rate'])}</td><td class='n'>{_pct(h['threshold'])}</td><td>{_e(h['reason'])}</td></tr>")
         w("</table>")
     else:
@@ -409,6 +417,13 @@ def write_office_report(settings: Settings | None = None, *, rectification: bool
         links["四大数据库规则结果"] = "index.html"
     if (path.parent / "data_docs" / "index.html").exists():
         links["GX 数据文档"] = "data_docs/index.html"
+    from quality.data_docs import latest_batch_pages
+
+    pages = latest_batch_pages(s)
+    for h in data.get("held") or []:
+        page = pages.get((f"bronze.{h['dataset']}", h["batch_id"]))
+        if page:
+            h["docs"] = f"data_docs/{page}"
     page = render_office_report(data, samples, {**existing, **lists}, links=links)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".html.tmp")

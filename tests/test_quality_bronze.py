@@ -375,3 +375,59 @@ def test_office_report_from_the_stored_history(city):
     assert out.data["worst"] and ".csv" in page                   # samples name the delivered file
     # self-contained: readable offline
     assert not EXTERNAL_URL.search(page) and "<script" not in page and "<link" not in page
+
+
+def test_gate_validations_get_self_contained_gx_data_docs(city):
+    """Every batch the gate scores is a GX validation with its own Data Docs page: the row-level counts
+    the gate decided on, as GX ExpectationValidationResults, rendered by GX, readable offline."""
+    from great_expectations.core import ExpectationSuiteValidationResult
+
+    from quality.data_docs import (EXTERNAL_URL, bronze_validation_result, data_docs_dir, latest_batch_pages,
+                                   write_bronze_data_docs)
+    from quality.gate import HELD, gate_run
+    from quality.office import write_office_report
+
+    s, run, _ = city
+    decisions = gate_run(run, s)
+    pages = write_bronze_data_docs(run, s, decisions=decisions)
+    assert len(pages) == len(run.batches)
+    held = next(d for d in decisions if d.decision == HELD)
+    ds_run = run.datasets[held.dataset]
+    [batch] = [b for b in ds_run.batches if b.batch_id == held.batch_id]
+    rules = rules_for_dataset(held.dataset).rules
+
+    # a real GX validation result carrying the scoring's counts, rule by rule
+    outcome = bronze_validation_result(ds_run, batch, rules, held)
+    assert isinstance(outcome, ExpectationSuiteValidationResult) and outcome.success is False
+    assert ExpectationSuiteValidationResult(**outcome.to_json_dict()).suite_name == f"healthlake:bronze.{held.dataset}"
+    by_rule = {g.rule_id: g for g in ds_run.results if g.batch_id == batch.batch_id}
+    assert [r.expectation_config.meta["rule_id"] for r in outcome.results] == [r.id for r in rules]
+    for evr in outcome.results:
+        g = by_rule[evr.expectation_config.meta["rule_id"]]
+        assert evr.result["element_count"] == g.rows_checked == batch.rows_checked
+        assert evr.result["unexpected_count"] == g.rows_failed
+        assert evr.result["unexpected_percent"] == pytest.approx(100 * g.rows_failed / g.rows_checked)
+        assert evr.success == (g.status == PASS)
+    assert outcome.statistics["unsuccessful_expectations"] == sum(g.status != PASS for g in by_rule.values()) > 0
+    assert outcome.meta["healthlake"]["pass_rate"] == batch.pass_rate and outcome.meta["healthlake"]["decision"] == HELD
+
+    # the page: GX's rendering, the rules' Chinese names, the gate's decision; offline
+    page_path = data_docs_dir(s) / latest_batch_pages(s)[(f"bronze.{held.dataset}", held.batch_id)]
+    page = page_path.read_text(encoding="utf-8")
+    for text in (f"healthlake:bronze.{held.dataset}", "Evaluated Expectations", "闸门决定", "拦截", held.batch_id,
+                 f"{batch.pass_rate * 100:.2f}%", *(f"【{r.id}】{r.name}" for r in rules)):
+        assert text in page, text
+    failing = next(g for g in by_rule.values() if g.rows_failed and g.rule_id in batch.critical_rules_failed)
+    assert f"{failing.rows_failed} unexpected values found" in page or f">{failing.rows_failed}<" in page
+    assert not EXTERNAL_URL.search(page) and "<script" not in page.lower() and "<link" not in page.lower()
+    # an empty batch is not applicable: a page without expectations, never a pass
+    empty = [b for b in run.batches if b.rows_checked == 0]
+    if empty:
+        e = bronze_validation_result(run.datasets[empty[0].dataset], empty[0], rules_for_dataset(empty[0].dataset).rules)
+        assert e.results == [] and e.success is False
+
+    # listed in the index, linked from the office report's held batches
+    index = (data_docs_dir(s) / "index.html").read_text(encoding="utf-8")
+    assert page_path.relative_to(data_docs_dir(s)).as_posix() in index and not EXTERNAL_URL.search(index)
+    office = write_office_report(s, rectification=False).report.read_text(encoding="utf-8")
+    assert f'href="data_docs/{page_path.relative_to(data_docs_dir(s)).as_posix()}"' in office
