@@ -579,7 +579,10 @@ def _insert_bronze(con, dataset: str, batch: str, inst: str, at: datetime, rows_
 
 
 LARGE_FACTS = {"emr.fct_encounter": "encounter_key", "emr.fct_lab_result": "lab_result_key",
-               "emr.fct_medication_order": "order_key"}
+               "emr.fct_medication_order": "order_key",
+               # code values are counted per batch incrementally; the list and IND12 sum the counts
+               "intermediate.int_code_values_by_batch": "_batch_id", "resource.unmapped_code": "unmapped_code_key",
+               "indicators.fct_indicator_value": "indicator_value_key"}
 
 
 def test_large_facts_build_incrementally_by_batch_and_equal_a_full_refresh(built_lake):
@@ -605,14 +608,16 @@ def test_large_facts_build_incrementally_by_batch_and_equal_a_full_refresh(built
              "result_value": "5.1", "unit": "mmol/L", "reported_at": "2024-03-28 11:00:00"}])
     finally:
         writer.close()
-    select = ["--select", "fct_encounter", "fct_diagnosis", "fct_lab_result", "fct_medication_order"]
+    select = ["--select", "fct_encounter", "fct_diagnosis", "fct_lab_result", "fct_medication_order",
+              "int_code_values_by_batch", "unmapped_code", "fct_indicator_value"]
     result = run_dbt("run", *select)
     assert result.returncode == 0, result.stdout[-4000:]
 
     def snapshot():
         c = lake.connect(read_only=True)
         try:
-            return {t: sorted(c.execute(f"SELECT * EXCLUDE (_ingested_at) FROM lake.{t} ORDER BY {k}").fetchall(),
+            return {t: sorted(c.execute(f"SELECT * {'EXCLUDE (_ingested_at) ' if t.startswith('emr') else ''}"
+                                        f"FROM lake.{t} ORDER BY {k}").fetchall(),
                               key=repr) for t, k in LARGE_FACTS.items()}, c.execute(
                 "SELECT encounter_id, total_fee, primary_diagnosis_code, version_count, person_key IS NOT NULL "
                 "FROM lake.emr.fct_encounter WHERE encounter_id IN ('E001', 'E009') ORDER BY 1").fetchall()
@@ -623,6 +628,13 @@ def test_large_facts_build_incrementally_by_batch_and_equal_a_full_refresh(built
     from decimal import Decimal
     assert changed == [("E001", Decimal("99.00"), "J06.9", 2, True), ("E009", Decimal("50.00"), "J06.9", 1, True)]
     assert len(incremental["emr.fct_encounter"]) == 6 and len(incremental["emr.fct_lab_result"]) == 3
+    c = lake.connect(read_only=True)
+    try:   # the new batch's unmapped lab item is counted once more; its batch counted, the old ones not again
+        assert c.execute("SELECT row_count FROM lake.resource.unmapped_code WHERE code_value = 'GLU'").fetchall() == [(2,)]
+        assert c.execute("SELECT count(DISTINCT _batch_id) FILTER (WHERE _batch_id IN ('b20', 'b21', 'b22')) "
+                         "FROM lake.intermediate.int_code_values_by_batch").fetchall() == [(3,)]
+    finally:
+        c.close()
     # the run read only the keys the new batches touched: its log says how many rows it wrote
     result = run_dbt("run", "--full-refresh", *select)
     assert result.returncode == 0, result.stdout[-4000:]

@@ -41,7 +41,8 @@ checked_{{ loop.index }} as (
         '{{ c.element }}' as element,
         source_rows.{{ c.element }} as code_value,
         code_table.{{ c.seed_col }} is not null as is_mapped,
-        source_rows._ingested_at
+        source_rows._ingested_at,
+        source_rows._batch_id
     from {{ ref(c.model) }} as source_rows
     left join (select distinct {{ c.seed_col }} from {{ ref(c.seed) }}) as code_table
         on code_table.{{ c.seed_col }} = source_rows.{{ c.element }}
@@ -61,7 +62,8 @@ icd10_{{ loop.index }} as (
         '{{ c.element }}' as element,
         source_rows.{{ c.element }} as code_value,
         {{ icd10_is_known('source_rows.' ~ c.element) }} as is_mapped,
-        source_rows._ingested_at
+        source_rows._ingested_at,
+        source_rows._batch_id
     from {{ ref(c.model) }} as source_rows
     left join {{ ref('icd10_categories') }} as icd10_category
         on icd10_category.category_code = substr(source_rows.{{ c.element }}, 1, 3)

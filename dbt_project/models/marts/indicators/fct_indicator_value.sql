@@ -151,9 +151,9 @@ mutual_recognition as (   -- IND11
 code_mapping as (   -- IND12
 
     select 'IND12' as indicator_code, c.institution_code, m.period_month,
-           count(*) filter (where c.is_mapped) as numerator, count(*) as denominator
-    from {{ ref('int_code_values_checked') }} as c
-    join months as m on cast(date_trunc('month', c._ingested_at) as date) = m.period_month
+           coalesce(sum(c.row_count) filter (where c.is_mapped), 0) as numerator, sum(c.row_count) as denominator
+    from {{ ref('int_code_values_by_batch') }} as c
+    join months as m on c.ingested_month = m.period_month
     group by all
 
 ),

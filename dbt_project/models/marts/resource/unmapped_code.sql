@@ -8,7 +8,8 @@ with
 
 checked as (
 
-    select * from {{ ref('int_code_values_checked') }}
+    -- counted per batch (int_code_values_by_batch, incremental): summed here
+    select * from {{ ref('int_code_values_by_batch') }}
     where not is_mapped
 
 ),
@@ -23,9 +24,9 @@ final as (
         dataset,
         element,
         code_value,
-        cast(count(*) as bigint) as row_count,
-        min(_ingested_at) as first_received_at,
-        max(_ingested_at) as last_received_at
+        cast(sum(row_count) as bigint) as row_count,
+        min(first_received_at) as first_received_at,
+        max(last_received_at) as last_received_at
     from checked
     group by all
 
