@@ -53,13 +53,60 @@ def cmd_generate(args) -> int:
 
 
 def ensure_demo_city(s: Settings) -> bool:
-    """Generate the default city into the landing zone unless it is already there."""
-    if s.registry.exists():
-        return False
-    from synthetic import generate_city
+    """Generate the default city into the landing zone unless it is already there; then feed the
+    public reference files (../shared/reference, when that folder exists) as the registry's
+    "reference" institution (see ``ensure_reference_institution``)."""
+    generated = False
+    if not s.registry.exists():
+        from synthetic import generate_city
 
-    generate_city(s.city_dir, residents=s.demo_residents, days=s.demo_days, seed=s.seed)
-    return True
+        generate_city(s.city_dir, residents=s.demo_residents, days=s.demo_days, seed=s.seed)
+        generated = True
+    ensure_reference_institution(s)
+    return generated
+
+
+def ensure_reference_institution(s: Settings) -> None:
+    """Add the reference institution to the registry and deliver its files to the landing zone
+    (same bytes on every run: the ingest skips what it already loaded); nothing when
+    ../shared/reference is absent."""
+    from healthlake.config import SHARED_REFERENCE
+    from ingest_adapters.reference_institution import add_to_registry, deliver_reference
+
+    if not SHARED_REFERENCE.is_dir():
+        return
+    add_to_registry(s.registry, SHARED_REFERENCE)
+    deliver_reference(SHARED_REFERENCE, s.landing, count=False)
+
+
+def delivery_summary(s: Settings, sources: dict[str, dict]) -> list[str]:
+    """Lines of the demo summary: batches and rows per delivery format, and the reference
+    institution's feeds, lake counts against the counts taken from the sources."""
+    from healthlake.lake import connect
+    from ingest_adapters.reference_institution import CODE, NAME
+
+    con = connect(s, read_only=True)
+    try:
+        formats = con.execute(
+            "SELECT format, count(DISTINCT institution_code), count(*), sum(rows_read), sum(rows_loaded), "
+            "sum(rows_rejected) FROM ops.ingest_batch WHERE status = 'loaded' GROUP BY 1 ORDER BY 4 DESC").fetchall()
+        got = {f: (b, r, ld, rj) for f, b, r, ld, rj in con.execute(
+            "SELECT feed, count(*), sum(rows_read), sum(rows_loaded), sum(rows_rejected) FROM ops.ingest_batch "
+            "WHERE institution_code = ? AND status = 'loaded' GROUP BY 1", [CODE]).fetchall()}
+    finally:
+        con.close()
+    lines = ["\n== 按格式（全部已入库批次）=="]
+    for fmt, insts, b, r, ld, rj in formats:
+        lines.append(f"  {fmt:<8} 机构 {insts:>2}  批次 {b:>4}  读取 {r:>9,} = 入库 {ld:>9,} + 拒收 {rj:>5,}")
+    if not sources:
+        return lines
+    lines.append(f"\n== 参考机构 {CODE}（{NAME}，../shared/reference）==")
+    for feed, c in sources.items():
+        b, r, ld, rj = got.get(feed, (0, 0, 0, 0))
+        ok = "一致" if r == c["records"] and r == ld + rj else "不一致"
+        lines.append(f"  {feed:<20} 源 {c['files']:>3} 个文件 {c['records']:>6,} 条；湖内 {b:>3} 批 读取 {r:>6,} = "
+                     f"入库 {ld:>6,} + 拒收 {rj:>3,}（{ok}）")
+    return lines
 
 
 # ---------------------------------------------------------------- demo
@@ -92,6 +139,10 @@ def cmd_demo(args) -> int:
     s = load_settings()
     t0 = time.perf_counter()
     generated = ensure_demo_city(s)
+    from healthlake.config import SHARED_REFERENCE
+    from ingest_adapters.reference_institution import source_counts
+
+    reference = source_counts(SHARED_REFERENCE) if SHARED_REFERENCE.is_dir() else {}
     print(f"城市: {s.city_dir} ({'新生成' if generated else '已存在'}, {s.demo_residents} 居民, {s.demo_days} 天)")
     print("物化全部资产（Dagster 作业 healthlake_all：采集 → dbt 四大数据库 → 质控 → 资源目录）…", flush=True)
     result = run_all_assets(s, log_level="WARNING")
@@ -108,6 +159,8 @@ def cmd_demo(args) -> int:
         print(f"\n== 本次采集 == 文件 {v['files_seen']}：入库 {v['batches_loaded']}，内容重复跳过 "
               f"{v['batches_skipped_same_content']}，失败 {v['batches_failed']}；读取 {v['rows_read']:,} 行 = "
               f"入库 {v['rows_loaded']:,} + 拒收 {v['rows_rejected']:,}")
+    for line in delivery_summary(s, reference):
+        print(line)
     print("\n== 各库行数 ==")
     by_schema: dict[str, int] = {}
     for schema, table, n in database_summary(s):

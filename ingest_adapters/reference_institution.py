@@ -22,6 +22,7 @@ import json
 import re
 import shutil
 import zipfile
+from functools import lru_cache
 from pathlib import Path
 
 CODE = "REFERENCE"
@@ -117,7 +118,9 @@ def _feeds(reference: Path) -> list[dict]:
     if (reference / "synthea" / "csv").is_dir():
         feeds += [dict(f) for f in SYNTHEA_CSV_FEEDS]
     if (reference / "synthea" / "fhir_r4").is_dir():
-        feeds.append({"id": "synthea_fhir", "format": "fhir", "mapping": synthea_fhir_mapping()})
+        full = synthea_fhir_mapping()
+        for fid, (datasets, _) in fhir_feeds(reference).items():
+            feeds.append({"id": fid, "format": "fhir", "mapping": {d: full[d] for d in full if d in datasets}})
     if (reference / "hl7v2").is_dir():
         feeds.append({"id": "hl7_samples", "format": "hl7v2", "mapping": HL7_MAPPING})
     if (reference / "dicom").is_dir():
@@ -132,19 +135,48 @@ def reference_institution(reference: Path) -> dict:
             "feeds": _feeds(reference)}
 
 
-def _fhir_counts(bundle: dict) -> int:
-    """Resources of the mapped types (laboratory Observations only), counted from the JSON."""
-    mapped = {"Patient", "Encounter", "Condition", "MedicationRequest", "Immunization", "Procedure", "Practitioner"}
-    n = 0
+_DATASET_OF = {"Patient": "person", "Encounter": "encounter", "Condition": "diagnosis", "MedicationRequest": "prescription",
+               "Immunization": "immunization", "Procedure": "procedure", "Practitioner": "practitioner"}
+
+
+def _fhir_counts(bundle: dict) -> dict[str, int]:
+    """Data set -> resources of its type in the bundle (laboratory Observations for lab_result),
+    counted from the JSON."""
+    out = {d: 0 for d in list(_DATASET_OF.values()) + ["lab_result"]}
     for e in bundle.get("entry", []):
         r = e.get("resource", {})
         t = r.get("resourceType")
-        if t in mapped:
-            n += 1
+        if t in _DATASET_OF:
+            out[_DATASET_OF[t]] += 1
         elif t == "Observation" and any(c.get("code") == "laboratory" for cat in r.get("category", [])
                                         for c in cat.get("coding", [])):
-            n += 1
-    return n
+            out["lab_result"] += 1
+    return out
+
+
+@lru_cache(maxsize=4)
+def fhir_feeds(reference: Path) -> dict[str, tuple[tuple[str, ...], list[Path]]]:
+    """The Synthea bundles grouped into feeds: feed id -> (data sets it maps, bundles).
+
+    ``synthea_directory``: the practitioner and hospital bundles (practitioner), named to sort and
+    load first, so the patients' references to practitioners resolve to earlier loads;
+    ``synthea_fhir``: the patient bundles holding every clinical data set; a patient bundle without
+    conditions or prescriptions goes to ``synthea_fhir_without_<data sets>``, which does not map them.
+    Why: the quality gate decides each (batch, data set) of a multi-data-set batch from its bronze
+    rows, and cannot decide a data set the batch has no row of (the run then stops before the
+    marts), so every data set a feed maps has rows in each of its files."""
+    clinical = ("person", "encounter", "diagnosis", "lab_result", "prescription", "immunization", "procedure")
+    groups: dict[str, tuple[tuple[str, ...], list[Path]]] = {}
+    for p in sorted((Path(reference) / "synthea" / "fhir_r4").glob("*.json")):
+        counts = _fhir_counts(json.loads(p.read_bytes()))
+        if not counts["person"]:
+            fid, datasets = "synthea_directory", ("practitioner",)
+        else:
+            datasets = tuple(d for d in clinical if counts[d])
+            missing = [d for d in clinical if not counts[d]]
+            fid = "synthea_fhir" + ("_without_" + "_".join(missing) if missing else "")
+        groups.setdefault(fid, (datasets, []))[1].append(p)
+    return dict(sorted(groups.items()))
 
 
 def deliver_reference(reference: Path, landing: Path, count: bool = True) -> dict[str, dict]:
@@ -161,10 +193,9 @@ def deliver_reference(reference: Path, landing: Path, count: bool = True) -> dic
         if fid in SYNTHEA_CSV_FILES:
             src = reference / "synthea" / "csv" / SYNTHEA_CSV_FILES[fid]
             _copy(src, out / src.name)
-        elif fid == "synthea_fhir":
-            for src in sorted((reference / "synthea" / "fhir_r4").glob("*.json")):
-                first = src.name.startswith(("practitionerInformation", "hospitalInformation"))
-                _copy(src, out / (("a_" if first else "b_") + src.name))
+        elif fid.startswith("synthea_"):
+            for src in fhir_feeds(reference)[fid][1]:
+                _copy(src, out / src.name)
         elif fid == "hl7_samples":
             data = b"".join(m if m.endswith((b"\r", b"\n")) else m + b"\r" for m in hl7_messages(reference))
             _write(out / "hl7_samples.hl7", data)
@@ -200,9 +231,10 @@ def source_counts(reference: Path) -> dict[str, dict]:
         if fid in SYNTHEA_CSV_FILES:
             with open(reference / "synthea" / "csv" / SYNTHEA_CSV_FILES[fid], encoding="utf-8", newline="") as fh:
                 counts[fid] = {"files": 1, "records": sum(1 for _ in csv.DictReader(fh))}
-        elif fid == "synthea_fhir":
-            bundles = sorted((reference / "synthea" / "fhir_r4").glob("*.json"))
-            counts[fid] = {"files": len(bundles), "records": sum(_fhir_counts(json.loads(p.read_bytes())) for p in bundles)}
+        elif fid.startswith("synthea_"):
+            datasets, bundles = fhir_feeds(reference)[fid]
+            counts[fid] = {"files": len(bundles), "records": sum(sum(_fhir_counts(json.loads(p.read_bytes()))[d]
+                                                                     for d in datasets) for p in bundles)}
         elif fid == "hl7_samples":
             counts[fid] = {"files": 1, "records": sum(len(re.findall(rb"(?:^|[\r\n])MSH\|", m))
                                                       for m in hl7_messages(reference))}
