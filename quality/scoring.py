@@ -15,7 +15,12 @@ So the grouped counts come from SQL *derived from the same rule definitions*:
 All rules of a data set are evaluated in ONE scan of its rows (``combined_failing_rows_sql``: each
 rule as a boolean row flag, ``failing_flag_sql``, side by side, unpivoted to the failing rows); a rule
 of another shape, or every rule when the combined pass fails (a broken rule), runs as its own query,
-so a broken rule is still ERROR alone. ``bench/quality.py`` measures this against one hand-written
+so a broken rule is still ERROR alone. When only counts are wanted (the gate), the pass aggregates
+(``combined_counts_sql``) and two things keep its cost linear in the rows: the rules with a window
+(duplicates, conflicting keys) are evaluated first over the few columns they name, their failing row
+ids (DuckLake ``rowid``) joined back (``windowed_flags_sql``) — a window in the wide one-pass select
+would materialise every row with every column the other rules read; and calls repeated across rules
+(the GB 11643 check digit, a parsed date) are computed once per row (``hoist_common_calls``). ``bench/quality.py`` measures this against one hand-written
 aggregate pass. Each rule's failing rows are collected once (``_batch_id``, ``_source_row``: the row's identity in
 bronze) in a temporary table; grouped counts, the critical-rule union per batch and the
 rectification lists all read that one table. ``tests/test_quality_scoring.py`` checks that the
@@ -60,6 +65,8 @@ BATCH_SCORE_TABLE = f"{SCHEMA}.batch_score"
 INSTITUTION_SCORE_TABLE = f"{SCHEMA}.institution_score"
 SCOPE_VIEW = "_quality_scope"
 FAIL_TABLE = "_quality_fail"
+SCOPE_RID_VIEW = "_quality_scope_rid"
+WINDOW_TABLE = "_quality_window_fail"
 # GX 1.24.1 replaces {batch} in an unexpected_rows_query by "(SELECT ... WHERE true) AS subselect"
 # (UnexpectedRowsExpectation on a SQL table asset); we substitute the same shape so that a query
 # that works in one works in the other (e.g. an alias after {batch} is a syntax error in both).
@@ -296,15 +303,141 @@ def combined_failing_rows_sql(rules: Sequence[Rule], scope: str = SCOPE_VIEW) ->
             f"UNPIVOT (failed FOR rule_id IN ({names})) WHERE failed")
 
 
-def combined_counts_sql(rules: Sequence[Rule], critical: Sequence[str], scope: str = SCOPE_VIEW) -> str:
+_CALL = re.compile(r"[A-Za-z_][A-Za-z_0-9]*\s*\(")
+_LAMBDA = re.compile(r"\blambda\b", re.I)
+_NOT_HOISTED = re.compile(r"\bOVER\s*\(|\bSELECT\b|\?", re.I)
+# words before a parenthesis that are not function calls (IN (…), OVER (…), PARTITION BY (…), AND (…))
+_KEYWORDS = frozenset("""AND OR NOT IN BY OVER EXISTS AS WHEN THEN ELSE CASE END ON FROM WHERE SELECT IS BETWEEN LIKE
+    ILIKE GLOB SIMILAR ANY ALL SOME VALUES FILTER WITHIN USING JOIN PARTITION ORDER GROUP HAVING QUALIFY UNION EXCEPT
+    INTERSECT LIMIT DISTINCT INTERVAL ASC DESC NULLS WITH LATERAL ROWS RANGE""".split())
+CSE_PREFIX = "_hlq_cse"
+_CSE_MIN_LENGTH = 24            # shorter calls (length(x), upper(x)) cost less than a column
+
+
+def _quoted(text: str) -> list[bool]:
+    """Per character: inside a '…' literal or a "…" identifier."""
+    mask, quote = [False] * len(text), None
+    for i, ch in enumerate(text):
+        if quote:
+            mask[i] = True
+            if ch == quote:
+                quote = None
+        elif ch in "'\"":
+            quote, mask[i] = ch, True
+    return mask
+
+
+def _call_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of every function call of ``text`` that may be computed on its own: outside
+    literals and outside a lambda's body (whose names may be the lambda's variables)."""
+    mask = _quoted(text)
+    calls = []
+    for m in _CALL.finditer(text):
+        i = m.start()
+        if mask[i] or (i and (text[i - 1].isalnum() or text[i - 1] in "_.\"")) or \
+                m.group(0).rstrip("( ").upper() in _KEYWORDS:
+            continue
+        depth, j = 0, m.end() - 1
+        while j < len(text):
+            if not mask[j]:
+                depth += text[j] == "("
+                depth -= text[j] == ")"
+                if depth == 0:
+                    break
+            j += 1
+        if depth == 0:
+            calls.append((i, j + 1))
+    lambdas = []
+    for m in _LAMBDA.finditer(text):
+        if mask[m.start()]:
+            continue
+        inner = [c for c in calls if c[0] < m.start() < c[1]]      # the call the lambda is an argument of
+        if inner:
+            lambdas.append((m.start(), min(inner, key=lambda c: c[1] - c[0])[1]))
+    return [c for c in calls if not any(a <= c[0] < b for a, b in lambdas)]
+
+
+def hoist_common_calls(flags: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Common sub-expressions of the rules' flags, computed once per row instead of once per rule.
+
+    The rules of a data set repeat expensive calls (the GB 11643 check digit in three rules, a date
+    parsed in five); DuckDB evaluates each occurrence. A call (function + arguments, no window, no
+    subquery, not inside a lambda) that occurs at least twice is computed once in an inner select
+    as ``_hlq_cseN`` and the flags read that column: the same values, row for row (longest calls
+    first, so nested repeats go with them). Returns (flags, [(name, expression), ...]).
+    """
+    texts, hoisted = list(flags), []
+    while True:
+        counts: dict[str, int] = defaultdict(int)
+        for t in texts:
+            for a, b in _call_spans(t):
+                call = t[a:b]
+                if len(call) >= _CSE_MIN_LENGTH and not _NOT_HOISTED.search(call) and CSE_PREFIX not in call:
+                    counts[call] += 1
+        repeated = [c for c, n in counts.items() if n >= 2]
+        if not repeated:
+            return texts, hoisted
+        best = max(repeated, key=lambda c: (len(c), c))
+        name = f"{CSE_PREFIX}{len(hoisted)}"
+        hoisted.append((name, best))
+        out = []
+        for t in texts:
+            for a, b in sorted(_call_spans(t), reverse=True):
+                if t[a:b] == best and not any(x < a and b < y and t[x:y] == best for x, y in _call_spans(t)):
+                    t = t[:a] + name + t[b:]
+            out.append(t)
+        texts = out
+
+
+def combined_counts_sql(rules: Sequence[Rule], critical: Sequence[str], scope: str = SCOPE_VIEW,
+                        windowed: str | None = None, cse: bool = True) -> str:
     """One pass over ``scope``: per batch, the failing rows of each rule (columns in rule order) and,
-    last, the rows failing at least one of the ``critical`` rule ids (all of which must be in ``rules``)."""
+    last, the rows failing at least one of the ``critical`` rule ids (all of which must be in ``rules``).
+
+    ``windowed``: a table (``_rid`` plus one boolean column per rule id, see ``windowed_flags_sql``)
+    holding the failing rows of the rules whose flag has a window; those flags are read from it by
+    the row id ``_rid`` (``scope`` must have it) instead of being computed in this pass. Without a
+    window the pass streams: no row is materialised, whatever the size of the batch.
+    """
     flags = [(r.id, failing_flag_sql(r)) for r in rules]
-    cols = ", ".join(f"{f} AS {_col(rid)}" for rid, f in flags)
     crit = " OR ".join(_col(c) for c in critical) or "false"
     counts = ", ".join(f"count_if({_col(rid)})" for rid, _ in flags)
+    batch = _BATCH_SQL.format(scope=scope)
+    computed = [(rid, f) for rid, f in flags if windowed is None or not _has_window(f)]
+    if cse:
+        texts, hoisted = hoist_common_calls([f for _, f in computed])
+        computed = [(rid, t) for (rid, _), t in zip(computed, texts)]
+        if hoisted:
+            batch = (f"(SELECT *, {', '.join(f'{e} AS {n}' for n, e in hoisted)} FROM {batch}) AS subselect")
+    if windowed is None:
+        cols = ", ".join(f"{f} AS {_col(rid)}" for rid, f in computed)
+        return (f"SELECT _batch_id, {counts}, count_if({crit}) FROM ("
+                f"SELECT _batch_id, {cols} FROM {batch}) AS _flags GROUP BY _batch_id")
+    cols = ", ".join(["_rid", "_batch_id"] + [f"{f} AS {_col(rid)}" for rid, f in computed])
+    outer = ", ".join(f"_flags.{_col(rid)}" if not _has_window(f) else f"coalesce(_w.{_col(rid)}, false) AS {_col(rid)}"
+                      for rid, f in flags)
     return (f"SELECT _batch_id, {counts}, count_if({crit}) FROM ("
-            f"SELECT _batch_id, {cols} FROM {_BATCH_SQL.format(scope=scope)}) AS _flags GROUP BY _batch_id")
+            f"SELECT _flags._batch_id, {outer} FROM (SELECT {cols} FROM {batch}) AS _flags "
+            f"LEFT JOIN {windowed} AS _w ON _w._rid = _flags._rid) AS _all GROUP BY _batch_id")
+
+
+def _has_window(flag: str | None) -> bool:
+    return flag is not None and " OVER (" in flag
+
+
+def windowed_flags_sql(rules: Sequence[Rule], scope: str) -> str:
+    """The failing rows (``_rid`` and one boolean per rule) of the rules whose flag has a window.
+
+    A window materialises the rows it sees; here it sees only the columns its rules name (the
+    duplicate rules: batch, row hash, row number), not the wide rows of the one-pass select. The
+    flags are the same expressions over the same rows as in ``combined_counts_sql``; few rows fail,
+    so the result is small.
+    """
+    flags = [(r.id, failing_flag_sql(r)) for r in rules]
+    cols = ", ".join(f"{f} AS {_col(rid)}" for rid, f in flags)
+    anyf = " OR ".join(_col(rid) for rid, _ in flags)
+    return (f"SELECT * FROM (SELECT _rid, {cols} FROM {_BATCH_SQL.format(scope=scope)}) AS _flags "
+            f"WHERE {anyf}")
 
 
 # --- running ----------------------------------------------------------------------------------
@@ -398,9 +531,12 @@ def run_dataset_rules(dataset: str, batch_ids: Sequence[str] | None = None, sett
         thresholds = _feed_thresholds(con)
         default = gate_threshold()
         ids = [b[0] for b in batches]
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {SCOPE_VIEW} AS SELECT * FROM {LAKE}.bronze.{dataset}"
-                    + ("" if batch_ids is None else
-                       " WHERE _batch_id IN (" + (", ".join(_lit(b) for b in ids) or "NULL") + ")"))
+        scope_where = ("" if batch_ids is None else
+                       " WHERE _batch_id IN (" + (", ".join(_lit(b) for b in ids) or "NULL") + ")")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {SCOPE_VIEW} AS SELECT * FROM {LAKE}.bronze.{dataset}{scope_where}")
+        # the same rows with their row id (DuckLake's rowid: unique and stable), for the windowed rules
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {SCOPE_RID_VIEW} AS SELECT rowid AS _rid, * "
+                    f"FROM {LAKE}.bronze.{dataset}{scope_where}")
         con.execute(f"CREATE OR REPLACE TEMP TABLE {FAIL_TABLE} (rule_id VARCHAR, _batch_id VARCHAR, _source_row BIGINT)")
         timings["scope"] = time.perf_counter() - t0
         errors: dict[str, str] = {}
@@ -416,7 +552,18 @@ def run_dataset_rules(dataset: str, batch_ids: Sequence[str] | None = None, sett
         if not keep_failures and len(combined) > 1 and set(critical) <= {r.id for r in combined}:
             try:
                 fast_crit = {}
-                for row in con.execute(combined_counts_sql(combined, critical, SCOPE_VIEW)).fetchall():
+                windowed = [r for r in combined if _has_window(failing_flag_sql(r))]
+                if windowed:  # first the windows, on the few columns they need; then one streaming pass
+                    con.execute(f"CREATE OR REPLACE TEMP TABLE {WINDOW_TABLE} AS "
+                                f"{windowed_flags_sql(windowed, SCOPE_RID_VIEW)}")
+                scope, wtable = (SCOPE_RID_VIEW, WINDOW_TABLE) if windowed else (SCOPE_VIEW, None)
+                try:
+                    rows = con.execute(combined_counts_sql(combined, critical, scope, wtable)).fetchall()
+                except Exception as e:  # noqa: BLE001 - a hoisted call may fail on a row its rule's guard skips
+                    log.info("quality: one pass over %s with shared sub-expressions failed (%s); without", dataset,
+                             _short(e))
+                    rows = con.execute(combined_counts_sql(combined, critical, scope, wtable, cse=False)).fetchall()
+                for row in rows:
                     for r, n in zip(combined, row[1:-1]):
                         if n:
                             failed[(r.id, row[0])] = n
@@ -450,6 +597,8 @@ def run_dataset_rules(dataset: str, batch_ids: Sequence[str] | None = None, sett
             crit_fail = {b: (n, rl) for b, n, rl in con.execute(
                 f"SELECT _batch_id, count(DISTINCT _source_row), list(DISTINCT rule_id ORDER BY rule_id) FROM {FAIL_TABLE} "
                 f"WHERE rule_id IN (SELECT unnest(?::VARCHAR[])) GROUP BY 1", [critical]).fetchall()}
+        con.execute(f"DROP TABLE IF EXISTS {WINDOW_TABLE}")
+        con.execute(f"DROP VIEW IF EXISTS {SCOPE_RID_VIEW}")
         if not keep_failures:
             con.execute(f"DROP TABLE IF EXISTS {FAIL_TABLE}")
             con.execute(f"DROP VIEW IF EXISTS {SCOPE_VIEW}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import shutil
 
 import pytest
 
@@ -346,7 +347,7 @@ def test_rules_file_for_another_table_is_refused(lake):
 
 # --- Stored results and the report ------------------------------------------------------------
 
-def test_run_all_stores_results_and_appends(lake):
+def test_run_all_stores_results_and_appends(lake, tmp_path):
     first = run_all(settings=lake)
     assert sorted(first.tables_run) == ["emr.fct_encounter", "health_record.dim_health_record",
                                         "population.dim_person", "population.fct_vital_event",
@@ -355,13 +356,17 @@ def test_run_all_stores_results_and_appends(lake):
     assert "bronze.person" in first.tables_skipped and "emr.fct_lab_result" in first.tables_skipped
     assert not set(first.tables_skipped) & set(first.tables_run)
     assert len(first.results) == 6 + 12 + 3 + 3 + 4 + 8
-    second = run_all(settings=lake)
-    assert second.run_id != first.run_id
+    # a second run appends under its own id (one rules file is enough to show it: GX runs cost seconds)
+    one = tmp_path / "rules"
+    one.mkdir()
+    shutil.copy(RULES_DIR / "population.dim_person.yaml", one)
+    second = run_all(settings=lake, rules_dir=one)
+    assert second.run_id != first.run_id and second.tables_run == ["population.dim_person"]
     with contextlib.closing(connect(lake, read_only=True)) as con:
         stored = con.execute(
             "SELECT run_id, count(*), count(*) FILTER (status = 'NOT_APPLICABLE') FROM quality.rule_result "
             "WHERE run_id IN (?, ?) GROUP BY run_id ORDER BY 1", [first.run_id, second.run_id]).fetchall()
-        assert sorted(stored) == sorted([(first.run_id, 36, 3), (second.run_id, 36, 3)])
+        assert sorted(stored) == sorted([(first.run_id, 36, 3), (second.run_id, len(second.results), 0)])
         row = con.execute(
             "SELECT table_name, rule_name, dimension, severity, status, rows_checked, rows_failed, pass_rate, "
             "threshold, message, typeof(run_at) FROM quality.rule_result WHERE run_id = ? AND rule_id = 'POP-006'",
