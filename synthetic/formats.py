@@ -372,9 +372,17 @@ def fhir_mapping(feed) -> dict:
     return m
 
 
+# FHIR wants a date-time as 'YYYY-MM-DDTHH:MM:SS+08:00'. dbt reads that (macros/parsing.sql), but the
+# bronze format rules of quality/rules (BENC-008, BDIA-006, BLAB-009, BRX-006: '%Y-%m-%d %H:%M:%S' or
+# compact) do not yet, so the hospital sends its local 'YYYY-MM-DD HH:MM:SS' text, as many Chinese
+# FHIR façades over an old HIS do. Set True once those rules accept ISO 8601 with 'T' and an offset.
+FHIR_OFFSET_DATETIMES = False
+
+
 def fhir_datetime(text: str) -> str:
-    """'YYYY-MM-DD HH:MM:SS' (Beijing time) -> FHIR dateTime with its offset; other text as sent."""
-    if len(text) == 19 and text[10] == " ":
+    """'YYYY-MM-DD HH:MM:SS' (Beijing time) -> FHIR dateTime with its offset (when
+    FHIR_OFFSET_DATETIMES); other text as sent."""
+    if FHIR_OFFSET_DATETIMES and len(text) == 19 and text[10] == " ":
         return text[:10] + "T" + text[11:] + "+08:00"
     return text
 
@@ -423,7 +431,8 @@ def _steps(path: str) -> list[str]:
 class FhirFile(RecordFile):
     """A FHIR R4 collection Bundle per day and feed, streamed entry by entry; each record one
     resource whose ``id`` is the business key and whose references to other feeds' resources
-    carry the institution's identifiers (``subject.identifier.value``)."""
+    carry the institution's identifiers (``subject.identifier.value``); date-times: see
+    FHIR_OFFSET_DATETIMES."""
 
     def start(self):
         self.fh = open(self.path, "wb", buffering=1 << 16)
