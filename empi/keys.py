@@ -66,11 +66,13 @@ def assign_keys(con, key_secret: str, previous: pa.Table | None) -> tuple[pa.Tab
         for pk, n in counts.items():
             claims.setdefault(pk, []).append((n, c))
     owner = {pk: min(cs, key=lambda t: (-t[0], t[1]))[1] for pk, cs in claims.items()}
+    owned_by: dict[str, list[str]] = {}      # cluster → the old keys it owns (one pass: not per cluster)
+    for pk, oc in owner.items():
+        owned_by.setdefault(oc, []).append(pk)
     used = set(prev.values())
     out_k, out_p, out_new, merges = [], [], [], []
     for c, members in clusters.items():
-        owned = sorted((pk for pk, oc in owner.items() if oc == c), key=lambda pk: rank[pk]) \
-            if any(k in prev for k, _ in members) else []
+        owned = sorted(owned_by.get(c, ()), key=lambda pk: rank[pk])
         if owned:
             key = owned[0]
             merges.extend((old, key) for old in owned[1:])
