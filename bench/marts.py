@@ -10,8 +10,10 @@ read), the seeds are loaded, then
   full   `dbt run --full-refresh`: every staging, intermediate and mart model, from all of bronze;
   delta  1 % of every bronze data set's rows arrive as one new batch per data set — half of them
          corrected re-sends of existing business keys, half new keys — and `dbt run` builds what
-         changed (the large facts fct_encounter, fct_lab_result, fct_medication_order incrementally
-         by batch; the other models rebuild).
+         changed: incrementally the large facts fct_encounter, fct_lab_result, fct_medication_order
+         (by batch), the EMPI int_identities_linked (only new and changed identities are linked,
+         against the existing persons) and int_code_values_by_batch (unmapped_code and IND12 sum
+         its per-batch counts); the other models rebuild.
 
 Printed: full and delta wall time, RATIO delta / full (goal ≤ 5 %), the large facts' own share of
 each (dbt's per-model timing), and for the big city the full build time and its growth ratio

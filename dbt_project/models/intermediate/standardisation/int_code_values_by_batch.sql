@@ -8,10 +8,18 @@
 -- gate and released later is new then). resource.unmapped_code and indicator IND12 sum these
 -- counts instead of reading every coded value of the lake again. A full refresh recounts all.
 
+-- depends_on: {% for m in code_value_models() %}{{ ref(m) }} {% endfor %}
+
 {%- set batch_filter = none %}
 {%- if is_incremental() and execute %}
+{#- the batches of the staging models the coded values come from (one column each: cheap), not
+    yet counted -#}
 {%- set seen -%}
-    select distinct _batch_id from {{ ref('int_code_values_checked') }}
+    {%- for m in code_value_models() %}
+    select distinct _batch_id from {{ ref(m) }}
+    union
+    {%- endfor %}
+    select null where false
     except
     select distinct _batch_id from {{ this }}
 {%- endset %}
