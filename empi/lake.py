@@ -100,12 +100,16 @@ def run_in_lake(con: duckdb.DuckDBPyConnection, source: str, db: str, *, upper: 
     ensure_state(con, db)
     have = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
     cols = ", ".join(c if c in have else f"NULL::VARCHAR AS {c}" for c in _INPUT)
+    t0 = time.perf_counter()
     identities = con.execute(f"SELECT {cols} FROM {source}").fetch_arrow_table()
+    t_read = time.perf_counter() - t0
     decisions = con.execute(f"""SELECT identity_key_l, identity_key_r, arg_max(decision, decided_at) AS decision
                                 FROM {db}.empi.steward_decision GROUP BY ALL""").fetch_arrow_table()
     previous = con.execute(f"SELECT identity_key, person_key FROM {db}.empi.identity_person "
                            f"ORDER BY assigned_at, person_key").fetch_arrow_table()
+    t0 = time.perf_counter()
     prev = None if full else _previous(con, db, identities.num_rows)
+    t_state = time.perf_counter() - t0
     local = duckdb.connect()
     try:
         local.register("identities_arrow", identities)
@@ -142,7 +146,9 @@ def run_in_lake(con: duckdb.DuckDBPyConnection, source: str, db: str, *, upper: 
         else:
             std_new = local.execute("SELECT * FROM empi_std").fetch_arrow_table()
             edges_new = local.execute("SELECT * FROM empi_edges").fetch_arrow_table()
+        t0 = time.perf_counter()
         keys, merges = assign_keys(local, key_secret, previous)
+        t_keys = time.perf_counter() - t0
         local.register("keys_arrow", keys)
         out = local.execute("""
             SELECT l.identity_key, k.person_key, l.match_method, l.match_probability,
@@ -168,6 +174,7 @@ def run_in_lake(con: duckdb.DuckDBPyConnection, source: str, db: str, *, upper: 
     finally:
         local.close()
     now = datetime.now(timezone.utc)
+    t0 = time.perf_counter()
     con.register("__empi_out", out)
     con.register("__empi_review", review)
     # the crosswalk: rows whose key changed (a re-link or a split) are replaced; new rows added
@@ -214,7 +221,9 @@ def run_in_lake(con: duckdb.DuckDBPyConnection, source: str, db: str, *, upper: 
                  result.review_pairs, new_keys, len(merges), upper, lower,
                  json.dumps({"mode": "incremental" if incremental else "full",
                              "dirty": result.model.get("dirty", result.identities),
-                             **{k: round(v, 3) for k, v in result.seconds.items()}})])
+                             **{k: round(v, 3) for k, v in result.seconds.items()},
+                             "read_identities": round(t_read, 3), "read_state": round(t_state, 3),
+                             "keys": round(t_keys, 3), "write_state": round(time.perf_counter() - t0, 3)})])
     con.unregister("__empi_out")
     con.unregister("__empi_review")
     return out.drop_columns(["is_new"]), result
