@@ -150,6 +150,44 @@ def test_grouped_counts_sum_to_gx_whole_table_counts(city, dataset):
         assert (r.rows_checked, r.rows_failed) == tuple(sums[rid]), rid
 
 
+@pytest.mark.parametrize("dataset", ["person", "encounter", "health_record"])
+def test_one_pass_equals_the_failing_row_table(city, dataset):
+    """The counts-only pass (windows first on their own columns, shared sub-expressions computed once)
+    gives the same per-rule and critical-union counts as the materialised failing rows of each rule."""
+    s, run, _ = city
+    fast = run.datasets[dataset]
+    slow = run_dataset_rules(dataset, None, s, store=False, keep_failures=True)
+    assert not fast.rule_errors and not slow.rule_errors
+    key = lambda g: (g.batch_id, g.rule_id)                                   # noqa: E731
+    assert sorted((key(g), g.rows_failed) for g in fast.results) == sorted((key(g), g.rows_failed) for g in slow.results)
+    assert sorted((b.batch_id, b.rows_passing, b.critical_rules_failed) for b in fast.batches) == \
+        sorted((b.batch_id, b.rows_passing, b.critical_rules_failed) for b in slow.batches)
+
+
+def test_shared_sub_expressions_are_hoisted_safely():
+    import duckdb
+
+    from quality.scoring import CSE_PREFIX, hoist_common_calls
+
+    check = "substr('10X', 1 + list_sum(list_transform(string_split(left(id, 3), ''), lambda c: ascii(c) - 48))::INTEGER % 3, 1)"
+    flags = [f"coalesce(length(id) = 4 AND {check} <> substr(id, 4, 1), false)",
+             f"coalesce(length(id) = 4 AND {check} = substr(id, 4, 1) AND d IN ('a', 'b'), false)",
+             "coalesce(try_strptime(d2, ['%Y%m%d', '%Y-%m-%d']) IS NULL AND d IN ('a', 'b'), false)",
+             "coalesce(try_strptime(d2, ['%Y%m%d', '%Y-%m-%d'])::DATE > DATE '2026-01-01', false)",
+             "coalesce(row_number() OVER (PARTITION BY (d IN ('a', 'b')), id ORDER BY d) > 1, false)"]
+    texts, hoisted = hoist_common_calls(flags)
+    exprs = [e for _, e in hoisted]
+    assert check in exprs and "try_strptime(d2, ['%Y%m%d', '%Y-%m-%d'])" in exprs
+    assert not any("ascii(c)" == e or e.startswith(("IN", "BY")) for e in exprs)     # lambda bodies, keywords
+    assert texts[4] == flags[4] and all(CSE_PREFIX in t for t in texts[:4])
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t AS SELECT * FROM (VALUES ('1234', 'a', '20260105'), ('1230', 'b', 'x'), "
+                "('12', 'c', NULL), ('9994', 'a', '2025-12-31'), (NULL, 'b', '20270101')) v(id, d, d2)")
+    plain = con.execute(f"SELECT {', '.join(flags)} FROM t").fetchall()
+    cols = ", ".join(f"{e} AS {n}" for n, e in hoisted)
+    assert con.execute(f"SELECT {', '.join(texts)} FROM (SELECT *, {cols} FROM t) AS subselect").fetchall() == plain
+
+
 def test_batch_scope_and_empty_batches(city):
     s, run, _ = city
     # a header-only file is a loaded batch with no rows: NOT_APPLICABLE, never a pass
