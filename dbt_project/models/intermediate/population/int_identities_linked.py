@@ -24,10 +24,13 @@ def model(dbt, session):
 
     identities = dbt.ref("int_identities_unioned")
     database = dbt.this.database
-    identities.create_view("__empi_identities", replace=True)
+    # read once (the union of three deduplicating views): the EMPI, the result and the diff use it
+    identities.create_view("__empi_identities_view", replace=True)
+    session.execute("CREATE OR REPLACE TEMP TABLE __empi_identities AS SELECT * FROM __empi_identities_view")
     links, _ = run_in_lake(session, "__empi_identities", database, full=not dbt.is_incremental)
     session.register("__empi_links", links)
-    rows = session.sql("""
+    session.execute("""
+        create or replace temp table __empi_rows as
         select
             u.identity_key,
             u.institution_code,
@@ -55,7 +58,6 @@ def model(dbt, session):
         join __empi_links l using (identity_key)
     """)
     if not dbt.is_incremental:
-        return rows
-    rows.create_view("__empi_rows", replace=True)
+        return session.sql("select * from __empi_rows")
     session.execute(f"DELETE FROM {dbt.this} WHERE identity_key NOT IN (SELECT identity_key FROM __empi_rows)")
     return session.sql(f"SELECT * FROM __empi_rows EXCEPT SELECT * FROM {dbt.this}")
