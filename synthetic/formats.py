@@ -372,11 +372,9 @@ def fhir_mapping(feed) -> dict:
     return m
 
 
-# FHIR wants a date-time as 'YYYY-MM-DDTHH:MM:SS+08:00'. dbt reads that (macros/parsing.sql), but the
-# bronze format rules of quality/rules (BENC-008, BDIA-006, BLAB-009, BRX-006: '%Y-%m-%d %H:%M:%S' or
-# compact) do not yet, so the hospital sends its local 'YYYY-MM-DD HH:MM:SS' text, as many Chinese
-# FHIR façades over an old HIS do. Set True once those rules accept ISO 8601 with 'T' and an offset.
-FHIR_OFFSET_DATETIMES = False
+# FHIR wants a date-time as 'YYYY-MM-DDTHH:MM:SS+08:00': dbt (macros/parsing.sql) and the bronze format
+# rules (quality/rules, since 0941e15) read it. False sends the local 'YYYY-MM-DD HH:MM:SS' text instead.
+FHIR_OFFSET_DATETIMES = True
 
 
 def fhir_datetime(text: str) -> str:
