@@ -93,3 +93,33 @@ def test_override_releases_every_held_part_and_the_file(con):
 
     with pytest.raises(QualityError, match="not held"):
         record_override("B1", "质控科 李四", "再次放行", con=con)
+
+
+def test_a_file_without_rows_in_some_of_its_feeds_data_sets_is_decided(lake_env):
+    """An HL7 file of ADT messages only, on a feed that also maps ORU lab results and VXU immunisations:
+    the parts without rows are not applicable (promoted, said so), so the gate decides every part
+    and the blocking check has nothing undecided to fail on."""
+    from quality.gate import gate_pending
+    from tests.lake_reader import ingest_landing, q
+    from tests.test_reader_hl7v2 import ADT, put, write_registry
+
+    s = lake_env
+    write_registry(s)
+    put(s, "adt_only.hl7", ADT)
+    [result] = ingest_landing(s)
+    assert result.status == "loaded", result.error
+    datasets = set(q(s, "SELECT dataset FROM ops.ingest_batch")[0][0].split(","))
+    assert {"lab_result", "immunization"} <= datasets           # the feed's data sets, not the file's
+    assert q(s, "SELECT count(*) FROM bronze.lab_result") == [(0,)]
+
+    from tests.lake_reader import close_reader
+
+    close_reader()
+    gate = gate_pending(s, rectification=False)
+    by_dataset = {d.dataset: d for d in gate.decisions}
+    assert set(by_dataset) == datasets
+    for empty in ("lab_result", "immunization"):
+        assert by_dataset[empty].decision == PROMOTED and "不适用" in by_dataset[empty].reason
+    with contextlib.closing(connect(s)) as c:
+        assert gate.undecided(c) == {}
+        assert set(files(c)) == {result.batch_id}
