@@ -256,16 +256,20 @@ def build_entries(con: duckdb.DuckDBPyConnection, s: Settings | None = None, man
             "quality_pass_rate": rates.get(key),
         }
         if with_figures:
-            entry["row_count"] = int(con.execute(f"SELECT count(*) FROM lake.{_q(schema)}.{_q(table)}").fetchone()[0])
             at = snaps.get((schema, table))
             entry["last_snapshot_at"] = at.isoformat() if at else None
             cols = {c for c, _ in types.get((schema, table), [])}
             code_col = next((c for c in ("_institution_code", "institution_code") if c in cols), None)
             if code_col:
-                providers = con.execute(f"SELECT {_q(code_col)}, count(*) FROM lake.{_q(schema)}.{_q(table)} "
-                                        f"WHERE {_q(code_col)} IS NOT NULL GROUP BY 1 ORDER BY 1").fetchall()
+                # rows per institution and the table's row count in one scan (NULL: rows without a code)
+                groups = con.execute(f"SELECT {_q(code_col)}, count(*) FROM lake.{_q(schema)}.{_q(table)} "
+                                     f"GROUP BY 1 ORDER BY 1 NULLS LAST").fetchall()
+                providers = [(c, n) for c, n in groups if c is not None]
+                entry["row_count"] = sum(int(n) for _, n in groups)
                 entry["providers"] = [{"code": c, "name": inst_names.get(c, ""), "rows": int(n)} for c, n in providers]
                 entry["institutions"] = len(providers)
+            else:
+                entry["row_count"] = int(con.execute(f"SELECT count(*) FROM lake.{_q(schema)}.{_q(table)}").fetchone()[0])
         if not entry["providers"]:
             entry["providers"] = [{"code": CITY_CODE, "name": "内江市全民健康信息平台（汇聚）", "rows": entry["row_count"]}]
         if entry["published_at"] is None:
