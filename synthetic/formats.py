@@ -108,15 +108,9 @@ class RecordFile:
         return True
 
     def _target(self, fields: list[str]) -> int:
-        from synthetic.writer import _PREFERRED_TARGETS
+        from synthetic.writer import defect_target
 
-        plain = [j for j, f in enumerate(fields) if f and '"' not in f and "\\" not in f]
-        for name in _PREFERRED_TARGETS:
-            if name in self.feed.elements:
-                j = self.feed.elements.index(name)
-                if j in plain:
-                    return j
-        return plain[-1] if plain else 0
+        return defect_target(self.feed, [j for j, f in enumerate(fields) if f and '"' not in f and "\\" not in f])
 
     def values(self, fields: list[str]) -> dict[str, str]:
         """element -> text, empty values left out."""
@@ -165,12 +159,15 @@ class NdjsonFile(RecordFile):
         return data, element
 
 
-class JsonDocumentFile(RecordFile):
-    """One JSON document per day, ``{"code": 0, "msg": "成功", "data": [records]}``, streamed."""
+class _JsonArrayFile(RecordFile):
+    """A JSON object whose last member is an array of the records, streamed: ``head()`` is the
+    object's text up to and including the array's ``[``."""
+
+    def head(self) -> bytes: ...
 
     def start(self):
         self.fh = open(self.path, "wb", buffering=1 << 16)
-        self.fh.write('{"code":0,"msg":"成功","data":[\n'.encode("utf-8"))
+        self.fh.write(self.head() + b"\n")
         self.first = True
 
     def put(self, payload: bytes):
@@ -182,6 +179,13 @@ class JsonDocumentFile(RecordFile):
     def finish(self):
         self.fh.write(b"\n]}\n")
         self.fh.close()
+
+
+class JsonDocumentFile(_JsonArrayFile):
+    """One JSON document per day, ``{"code": 0, "msg": "成功", "data": [records]}``, streamed."""
+
+    def head(self) -> bytes:
+        return '{"code":0,"msg":"成功","data":['.encode("utf-8")
 
     def line(self, fields, malformed):
         record = {c: (v if v != "" else None) for c, v in zip(self.feed.columns, fields)}
@@ -426,28 +430,16 @@ def _steps(path: str) -> list[str]:
     return out + [cur]
 
 
-class FhirFile(RecordFile):
+class FhirFile(_JsonArrayFile):
     """A FHIR R4 collection Bundle per day and feed, streamed entry by entry; each record one
     resource whose ``id`` is the business key and whose references to other feeds' resources
     carry the institution's identifiers (``subject.identifier.value``); date-times: see
     FHIR_OFFSET_DATETIMES."""
 
-    def start(self):
-        self.fh = open(self.path, "wb", buffering=1 << 16)
+    def head(self) -> bytes:
         head = {"resourceType": "Bundle", "id": f"{self.feed.inst.code}-{self.feed.id}-{self.day:%Y%m%d}",
                 "type": "collection", "timestamp": f"{self.day.isoformat()}T23:59:59+08:00"}
-        self.fh.write(json.dumps(head, ensure_ascii=False)[:-1].encode("utf-8") + b',"entry":[\n')
-        self.first = True
-
-    def put(self, payload: bytes):
-        if not self.first:
-            self.fh.write(b",\n")
-        self.first = False
-        self.fh.write(payload)
-
-    def finish(self):
-        self.fh.write(b"\n]}\n")
-        self.fh.close()
+        return json.dumps(head, ensure_ascii=False)[:-1].encode("utf-8") + b',"entry":['
 
     def line(self, fields, malformed):
         ds = self.feed.dataset

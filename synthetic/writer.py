@@ -77,6 +77,17 @@ def quote(s: str) -> str:
     return s
 
 
+def defect_target(feed, plain: list[int]) -> int:
+    """The field a malformed-value defect goes into: the first preferred element among the
+    ``plain`` field positions (values the format writes unescaped), else the last plain one."""
+    for name in _PREFERRED_TARGETS:
+        if name in feed.elements:
+            j = feed.elements.index(name)
+            if j in plain:
+                return j
+    return plain[-1] if plain else 0
+
+
 class FeedFile:
     """A CSV extract (the other formats: synthetic/formats.py, same interface)."""
 
@@ -118,13 +129,7 @@ class FeedFile:
         return data, element
 
     def _target(self, fields: list[str]) -> int:
-        plain = [j for j, f in enumerate(fields) if f and quote(f) == f]
-        for name in _PREFERRED_TARGETS:
-            if name in self.feed.elements:
-                j = self.feed.elements.index(name)
-                if j in plain:
-                    return j
-        return plain[-1] if plain else 0
+        return defect_target(self.feed, [j for j, f in enumerate(fields) if f and quote(f) == f])
 
     def write(self, data: bytes) -> None:
         self.fh.write(data)
