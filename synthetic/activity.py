@@ -211,7 +211,8 @@ class Activity:
         sent, defect = self.identity(centre, p)
         v = self.variation
         return {"record_id": self.record_id(p), "name": v.name(centre, p), "sex_code": p.sex, "birth_date": p.birth,
-                "id_number": sent, "phone": v.phone(centre, p), "household_id": p.household_id,
+                "id_number": sent, "mother_id_number": v.mother_id(centre, p), "phone": v.phone(centre, p),
+                "household_id": p.household_id,
                 **v.address(centre, p),
                 "created_date": created, "family_doctor_id": self.family_doctor(centre, p)}, defect
 
@@ -225,7 +226,8 @@ class Activity:
         sent, defect = self.identity(inst, p)
         v = self.variation
         return {"patient_id": self.patient_id(inst, p.idx), "name": v.name(inst, p), "sex_code": p.sex,
-                "birth_date": p.birth, "id_type_code": "01", "id_number": sent, "ethnicity_code": p.ethnicity,
+                "birth_date": p.birth, "id_type_code": "01", "id_number": sent,
+                "mother_id_number": v.mother_id(inst, p), "ethnicity_code": p.ethnicity,
                 "marital_status_code": p.marital, "phone": v.phone(inst, p), **v.address(inst, p),
                 "updated_at": updated_at}, defect
 
@@ -552,7 +554,8 @@ class Activity:
             iid = f"JZ{day:%Y%m%d}{self._next(cdc.code, 'vaccination'):06d}"
             lot = f"{day.year}{day.month:02d}{dose.vaccine_code}{self.h.below(90, T_SITE, day.month, j) + 10}"
             self.sink.emit(cdc, "immunization", {
-                "immunization_id": iid, "id_number": sent, "name": self.variation.name(cdc, p), "birth_date": p.birth,
+                "immunization_id": iid, "id_number": sent, "mother_id_number": self.variation.mother_id(cdc, p),
+                "name": self.variation.name(cdc, p), "birth_date": p.birth,
                 "vaccine_code": dose.vaccine_code, "vaccine_name": dose.vaccine_name, "dose_seq": str(dose.dose_seq),
                 "vaccinated_date": day, "lot_number": lot, "vaccinating_institution_code": site.code},
                 iid, person_idx=idx, id_defect=defect)

@@ -124,7 +124,9 @@ def draw_malformed(r, rates: dict) -> str | None:
 #   is what the quality rules see) and both missing kinds are ``missing_id_number``;
 # * the name: a traditional-character variant (陈 → 陳), a homophone character (伟 → 玮), written in
 #   pinyin only ("ZHANG Wei"), or with a space inside ("张 伟");
-# * the phone: an old number; the address: an old one, in another division (the resident moved).
+# * the phone: an old number; the address: an old one, in another division (the resident moved);
+# * the mother's ID number on a child's record (under CHILD_YEARS, mother in the household): the
+#   mother's number as the same institution holds it, with her defects (typo, placeholder, missing).
 #
 # Name, phone and address variation are not defects of the extract (no quality rule is about
 # them) and are recorded only in truth/identities.csv.
@@ -137,6 +139,9 @@ NAME_VARIANT_RATES = (("traditional", 0.010), ("homophone", 0.010), ("pinyin", 0
 PHONE_CHANGED_RATE = 0.04
 ADDRESS_MOVED_RATE = 0.04
 NEWBORN_DAYS = 365
+# Records of children under this age carry the mother's ID number (0-6 岁儿童: 出生医学证明, 儿童保健,
+# 预防接种 all name the mother) when the mother lives in the same household.
+CHILD_YEARS = 7
 
 _TRADITIONAL = dict(zip("陈张刘杨黄赵吴孙马罗郑谢许韩冯邓萧叶苏吕卢钟谭陆贾韦邹龙贺顾龚钱严汤欧国华伟丽军红兰凤东涛强兴荣贵发长宝洁梦云飞鹏辉杰静颖莹瑶诗语铭泽轩",
                         "陳張劉楊黃趙吳孫馬羅鄭謝許韓馮鄧蕭葉蘇呂盧鍾譚陸賈韋鄒龍賀顧龔錢嚴湯歐國華偉麗軍紅蘭鳳東濤強興榮貴發長寶潔夢雲飛鵬輝傑靜穎瑩瑤詩語銘澤軒"))
@@ -180,6 +185,23 @@ class IdentityVariation:
     def identity(self, inst, p) -> tuple[str, str]:
         """(ID number as the institution holds it, defect label of defects.csv)."""
         self._last = p     # describe() follows for the same resident: no need to regenerate it
+        return self._held(inst, p)
+
+    def mother(self, p):
+        """The resident's mother when the resident is a child (under ``CHILD_YEARS`` at the start)
+        whose mother lives in the same household; else None."""
+        if p.mother < 0 or (self.start - p.birth).days >= CHILD_YEARS * 365:
+            return None
+        return self.pop.person(p.mother)
+
+    def mother_id(self, inst, p) -> str:
+        """母亲身份证件号码 as the institution holds it on the child's record: the mother's number as
+        that institution holds her (so her own typos, placeholder or missing number come with it);
+        '' for a resident who is not a child with a known mother."""
+        m = self.mother(p)
+        return "" if m is None else self._held(inst, m)[0]
+
+    def _held(self, inst, p) -> tuple[str, str]:
         kind = self.id_kind(inst, p)
         if kind == "none":
             return p.id_number, "none"
@@ -253,4 +275,4 @@ class IdentityVariation:
         p = last if last is not None and last.idx == person_idx else self.pop.person(person_idx)
         return {"id_defect": self.id_kind(inst, p), "name_sent": self.name(inst, p),
                 "name_variant": self.name_variant(inst, p), "phone_changed": int(self.phone_changed(inst, p)),
-                "address_moved": int(self.address_moved(inst, p))}
+                "address_moved": int(self.address_moved(inst, p)), "mother_id_sent": self.mother_id(inst, p)}

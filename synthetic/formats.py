@@ -332,7 +332,8 @@ _FHIR_RESOURCE = {"person": "Patient", "encounter": "Encounter", "diagnosis": "C
 _FHIR_PATHS = {
     "person": {"patient_id": "id", "name": "name[0].text", "sex_code": f"extension[url={SEX_EXTENSION}].valueString",
                "birth_date": "birthDate", "id_type_code": "identifier[0].type.coding[0].code",
-               "id_number": "identifier[0].value", "ethnicity_code": _ext("ethnicity", "valueCode"),
+               "id_number": "identifier[0].value", "mother_id_number": _ext("mother-id-number"),
+               "ethnicity_code": _ext("ethnicity", "valueCode"),
                "marital_status_code": "maritalStatus.coding[0].code", "phone": "telecom[0].value",
                "address_division_code": "address[0].district", "address_text": "address[0].text",
                "updated_at": "meta.lastUpdated"},

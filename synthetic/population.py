@@ -58,6 +58,7 @@ class Raw:
     ethnicity: str
     marital: str       # GB/T 2261.2: 10 未婚 20 已婚 30 丧偶 40 离婚 90 未说明
     twin_of: int = -1  # index of the elder twin (same birth date, birthplace and home; another name)
+    mother: int = -1   # index of the mother when she lives in the same household (else -1)
 
 
 @dataclass(slots=True)
@@ -80,6 +81,7 @@ class Person:
     hypertension: bool
     diabetes: bool
     twin_of: int = -1
+    mother: int = -1   # the mother's index when she is a resident of the same household
 
 
 def person_uid(idx: int) -> str:
@@ -164,6 +166,7 @@ class Population:
                 head_phone = phone or _phone(r)
             out.append(Raw(b * BLOCK + slot + k, name, sex, age, id_div, di, ti, household_id, size, addr,
                            phone or head_phone, eth, marital, out[-1].idx if twin else -1))
+        _mothers(members, out)
         return out
 
     # ------------------------------------------------------------------ birth dates and IDs
@@ -207,7 +210,7 @@ class Population:
         dm = self.h.u(T_DM, raw.idx) < _dm_prevalence(age)
         return Person(raw.idx, person_uid(raw.idx), raw.name, raw.sex, birth, id_number, raw.id_division,
                       raw.district, raw.town, raw.household_id, raw.household_size, raw.address, raw.phone,
-                      raw.ethnicity, raw.marital, ht, dm, raw.twin_of)
+                      raw.ethnicity, raw.marital, ht, dm, raw.twin_of, raw.mother)
 
     def iter_blocks(self):
         """All residents in index order, block by block (the one pass that fixes identity numbers)."""
@@ -237,6 +240,24 @@ class Population:
 
     def age(self, p: Person, on: date) -> int:
         return on.year - p.birth.year - ((on.month, on.day) < (p.birth.month, p.birth.day))
+
+
+def _mothers(members: list[tuple], out: list[Raw]) -> None:
+    """Set ``mother`` of the household's children (lineage 'A', at least 16 years younger): the
+    father's wife ('WA'), else a widowed or divorced single mother of lineage 'A'. Children living
+    with grandparents only (留守儿童) have no mother in the household. No RNG draw: the rest of the
+    household is unchanged."""
+    wives = [i for i, m in enumerate(members) if m[0] == "2" and m[2] == "WA"]
+    single = [i for i, m in enumerate(members) if m[0] == "2" and m[2] == "A" and m[3] in ("30", "40")]
+    for mothers in (wives, single):
+        if mothers:
+            break
+    else:
+        return
+    w = mothers[0]
+    for i, m in enumerate(members):
+        if i != w and m[2] == "A" and members[w][1] - m[1] >= 16:
+            out[i].mother = out[w].idx
 
 
 def _phone(r: random.Random) -> str:

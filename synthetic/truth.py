@@ -2,7 +2,8 @@
 
 persons.csv          one row per resident: person_uid, name, sex_code, birth_date (ISO), id_number
                      (the true, valid GB 11643 number), division_code (county of residence),
-                     household_id, phone, twin_of (the elder twin's person_uid, or '').
+                     household_id, phone, twin_of (the elder twin's person_uid, or ''), mother_uid (the
+                     mother's person_uid when she lives in the same household, or '').
 identities.csv       one row per source identity, written when the identity is first sent:
                      institution_code, dataset (person | health_record | immunization), source_id
                      (patient_id / record_id / immunization_id), id_number_sent (as the institution
@@ -10,7 +11,8 @@ identities.csv       one row per source identity, written when the identity is f
                      digit mistyped) | transposition | placeholder | missing | newborn_missing),
                      name_sent, name_variant (none | traditional | homophone | pinyin | spaced),
                      phone_changed (0/1: an old phone number), address_moved (0/1: an old address in
-                     another division). See defects.IdentityVariation.
+                     another division), mother_id_sent (a child's record: the mother's ID number as the
+                     institution holds it, '' when not sent). See defects.IdentityVariation.
 defects.csv          one row per injected defect per physical row: institution_code, feed_id, dataset,
                      file (relative to OUT/landing), source_row (1-based data record, header not
                      counted), business_key, element ('' for duplicate_row and malformed_ragged), defect.
@@ -76,10 +78,11 @@ class Truth:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._files = []
         self.persons = self._open("persons.csv", ["person_uid", "name", "sex_code", "birth_date", "id_number",
-                                                  "division_code", "household_id", "phone", "twin_of"])
+                                                  "division_code", "household_id", "phone", "twin_of", "mother_uid"])
         self.identities = self._open("identities.csv", ["institution_code", "dataset", "source_id",
                                                         "id_number_sent", "person_uid", "id_defect", "name_sent",
-                                                        "name_variant", "phone_changed", "address_moved"])
+                                                        "name_variant", "phone_changed", "address_moved",
+                                                        "mother_id_sent"])
         # (institution_code, person_idx) -> the identity's variation (set by the activity model)
         self.describe = None
         self.defects = self._open("defects.csv", ["institution_code", "feed_id", "dataset", "file", "source_row",
@@ -96,16 +99,18 @@ class Truth:
 
     def person(self, p, division_code: str) -> None:
         self.persons.writerow([p.uid, p.name, p.sex, p.birth.isoformat(), p.id_number, division_code,
-                               p.household_id, p.phone, person_uid(p.twin_of) if p.twin_of >= 0 else ""])
+                               p.household_id, p.phone, person_uid(p.twin_of) if p.twin_of >= 0 else "",
+                               person_uid(p.mother) if p.mother >= 0 else ""])
 
     def identity(self, inst: str, dataset: str, source_id: str, sent: str, person_idx: int, defect: str) -> None:
         if self.describe is None:
             self.identities.writerow([inst, dataset, source_id, sent, person_uid(person_idx), ID_DEFECT_LABEL[defect],
-                                      "", "none", 0, 0])
+                                      "", "none", 0, 0, ""])
             return
         d = self.describe(inst, person_idx)
         self.identities.writerow([inst, dataset, source_id, sent, person_uid(person_idx), d["id_defect"],
-                                  d["name_sent"], d["name_variant"], d["phone_changed"], d["address_moved"]])
+                                  d["name_sent"], d["name_variant"], d["phone_changed"], d["address_moved"],
+                                  d["mother_id_sent"]])
 
     def defect(self, feed, rel: str, row: int, key: str, element: str, defect: str) -> None:
         self.defects.writerow([feed.inst.code, feed.id, feed.dataset, rel, row, key, element, defect])
