@@ -126,6 +126,59 @@ def connect(s: Settings | None = None, read_only: bool = False, database: str = 
     return con
 
 
+# Connections whose database DuckDB invalidated after an internal error (seen when the PostgreSQL
+# catalog restarts in the middle of a DuckLake commit). Such a connection can never be closed: with
+# a DuckLake transaction open, DuckDB's destructor rolls it back with a query, which throws inside
+# the destructor and aborts the whole process (std::terminate, exit -6). They are kept referenced
+# here, and the process ends through ``_exit_keeping_abandoned`` before Python would destroy them.
+_abandoned: list[duckdb.DuckDBPyConnection] = []
+
+
+def is_invalidated(error: BaseException) -> bool:
+    """DuckDB's database instance is unusable after this error; a new connection (a new instance) is not."""
+    return isinstance(error, duckdb.FatalException) or "database has been invalidated" in str(error)
+
+
+def release(con: duckdb.DuckDBPyConnection | None) -> None:
+    """Close a lake connection after use or after an error.
+
+    A connection whose database DuckDB invalidated is abandoned instead of closed (see ``_abandoned``):
+    the error was already reported by whoever hit it, and closing would abort the process."""
+    if con is None:
+        return
+    try:
+        con.execute("SELECT 1")
+    except Exception as e:  # noqa: BLE001 — only an invalidated database changes what we do
+        if is_invalidated(e):
+            _abandon(con)
+            return
+    try:
+        con.close()
+    except Exception:  # noqa: BLE001 — a broken connection may fail to close; it is dropped anyway
+        pass
+
+
+def _abandon(con: duckdb.DuckDBPyConnection) -> None:
+    import atexit
+
+    if not _abandoned:
+        atexit.register(_exit_keeping_abandoned)
+    _abandoned.append(con)
+    log.error("the lake connection's database was invalidated by a DuckDB fatal error; the connection is "
+              "abandoned and this process will exit with status 1 when it ends (a new connection is used meanwhile)")
+
+
+def _exit_keeping_abandoned() -> None:
+    """At exit, with abandoned connections: flush and leave without running their destructors."""
+    import sys
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(1)
+
+
 def _attach(con: duckdb.DuckDBPyConnection, s: Settings, read_only: bool) -> None:
     # Two writers attaching a fresh PostgreSQL catalog at once both try to create DuckLake's
     # metadata tables; the loser fails ("duplicate key value ... pg_type_typname_nsp_index") and
@@ -159,6 +212,9 @@ TRANSIENT_MARKERS = (
     "server closed the connection", "terminating connection", "the database system is", "SSL SYSCALL",
     "HTTP", "Could not establish connection", "timed out", "Connection reset", "Broken pipe",
     "database is locked", "no connection to the server",
+    # DuckDB invalidated its database instance (an internal error, e.g. the catalog server lost in
+    # the middle of a commit): every later query on it fails, but a new connection is a new instance
+    "database has been invalidated",
 )
 
 

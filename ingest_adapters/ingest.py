@@ -267,7 +267,7 @@ def _write_rejects(con, rejects: list[Reject], batch: dict, at: datetime) -> Non
 def ingest_landing(s: Settings | None = None, registry: Registry | None = None,
                    con: duckdb.DuckDBPyConnection | None = None) -> list[BatchResult]:
     """Ingest every new file of the landing zone. Returns one result per file."""
-    from healthlake.lake import connect
+    from healthlake.lake import connect, release
 
     s = s or load_settings()
     registry = registry or load_registry(s.registry)
@@ -279,4 +279,4 @@ def ingest_landing(s: Settings | None = None, registry: Registry | None = None,
         return [ingest_file(con, registry, p, s) for p in landing_files(s.landing)]
     finally:
         if own:
-            con.close()
+            release(con)

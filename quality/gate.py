@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from typing import Iterable, Mapping
 
 from healthlake.config import Settings, settings as load_settings
-from healthlake.lake import LAKE, connect
+from healthlake.lake import LAKE, connect, release
 from quality.errors import QualityError
 from quality.runner import FAIL, NOT_APPLICABLE, PASS
 
@@ -152,7 +152,7 @@ def record_override(batch_id: str, decided_by: str, reason: str, settings: Setti
             raise
     finally:
         if own:
-            con.close()
+            release(con)
     return at
 
 

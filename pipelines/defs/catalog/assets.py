@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import dagster as dg
 
 from healthlake.config import settings
-from healthlake.lake import connect
+from healthlake.lake import connect, release
 
 DIRECTORY_KEY = dg.AssetKey(["catalog", "resource_directory"])
 PUBLISHED_KEY = dg.AssetKey(["catalog", "published"])
@@ -91,7 +91,7 @@ def build_catalog_asset(upstream: Sequence[dg.AssetKey]) -> dg.AssetsDefinition:
             findings = detect_misclassified(con)
             entries = build_directory(con, s)
         finally:
-            con.close()
+            release(con)
         observed = observe_tables(context, entries, set(upstream))
         rows = "\n".join(f"| {e['resource_code']} | {e['table']} | {e['name_zh']} | {e['share_type']} | {e['max_level']} | "
                          f"{e['row_count']:,} |" for e in entries)

@@ -6,7 +6,7 @@ import json
 import dagster as dg
 
 from healthlake.config import settings
-from healthlake.lake import LAKE, connect
+from healthlake.lake import LAKE, connect, release
 
 LINKED = dg.AssetKey(["intermediate", "int_identities_linked"])
 EMPI_REPORT = dg.AssetKey(["empi", "linkage_report"])
@@ -36,5 +36,5 @@ def empi_linkage_report(context: dg.AssetExecutionContext) -> dg.MaterializeResu
                 meta[f"{m.tier}_recall"] = round(m.recall, 6)
             meta["clusters"] = dg.MetadataValue.json(result["clusters"])
     finally:
-        con.close()
+        release(con)
     return dg.MaterializeResult(metadata=meta)

@@ -60,12 +60,10 @@ class _Connection:
         return self.con
 
     def drop(self) -> None:
-        if self.con is not None:
-            try:
-                self.con.close()
-            except Exception:  # noqa: BLE001 — a broken connection may fail to close; it is dropped anyway
-                pass
-            self.con = None
+        from healthlake.lake import release
+
+        release(self.con)
+        self.con = None
 
 
 def ingest_institution(code: str, s: Settings | None = None, registry=None) -> PartitionResult:

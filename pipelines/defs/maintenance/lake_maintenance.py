@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from healthlake.config import Settings, settings as load_settings
-from healthlake.lake import LAKE, catalog_lock, connect, with_retries
+from healthlake.lake import LAKE, catalog_lock, connect, release, with_retries
 
 # Files scheduled for deletion (or orphaned) are kept this long after they left the last
 # snapshot, so that a query that started before still finds them. 0 in tests.
@@ -105,7 +105,7 @@ def maintain_lake(s: Settings | None = None, *, expire_older_than: datetime | No
             out.data_files_after, out.live_bytes = lake_file_stats(con)
         finally:
             if own:
-                con.close()
+                release(con)
     if move_cold and s.landing_is_s3:
         from healthlake.storage import S3Landing
 
