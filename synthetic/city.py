@@ -20,7 +20,8 @@ from synthetic.writer import Sink
 DEPLOYMENT_NAME = "内江市全民健康信息平台（演示）"
 
 
-def generate_city(out: Path, residents: int, days: int, seed: int, start_date: date = date(2026, 10, 1)) -> dict:
+def generate_city(out: Path, residents: int, days: int, seed: int, start_date: date = date(2026, 10, 1), *,
+                  pacs: bool = False, frontend_db: bool = False) -> dict:
     """Write a synthetic city under ``out``: ``registry.yaml``, ``landing/<institution>/<feed>/
     <feed>_<YYYYMMDD>.csv`` (one file per feed per delivery day) and ``truth/``.
 
@@ -28,6 +29,12 @@ def generate_city(out: Path, residents: int, days: int, seed: int, start_date: d
     (a day's events and a few bytes per resident), so a million residents work. Existing
     ``registry.yaml``, ``landing/`` and ``truth/`` under ``out`` are replaced.
     Returns a small summary (files written, rows per data set, persons, institutions, ...).
+
+    ``pacs``: the 三级 hospital's PACS also delivers the DICOM files of its imaging exams
+    (synthetic/pacs.py; truth/imaging.csv, summary ``pacs``). ``frontend_db``: the CDC's
+    immunisation feed goes to its front-end database ``frontend/<code>/frontend.sqlite``, growing
+    by a day's rows per day, instead of daily SQLite files (formats.FRONTEND_DB). Both are off by
+    default (the tests' cities stay as they were); ``healthlake demo`` turns them on.
     """
     out = Path(out)
     if residents < 1 or days < 1:
@@ -35,7 +42,7 @@ def generate_city(out: Path, residents: int, days: int, seed: int, start_date: d
     if not isinstance(start_date, date):
         raise TypeError("start_date must be a datetime.date")
     out.mkdir(parents=True, exist_ok=True)
-    for sub in ("landing", "truth"):
+    for sub in ("landing", "truth", "frontend"):
         if (out / sub).exists():
             shutil.rmtree(out / sub)
     (out / "registry.yaml").unlink(missing_ok=True)
@@ -45,14 +52,27 @@ def generate_city(out: Path, residents: int, days: int, seed: int, start_date: d
     institutions = build_institutions(seed, pop.districts)
     city = CityInstitutions(institutions, pop.districts)
     feeds = {inst.code: build_feeds(inst) for inst in institutions}
+    if frontend_db:
+        from synthetic.formats import FRONTEND_DB
+
+        for f in (f for code, sets in FRONTEND_DB.items() for f in feeds[code] if f.dataset in sets):
+            f.format = "frontend"
     deployment = {"name": DEPLOYMENT_NAME, "division_code": CITY_DIVISION, "generated_by": "synthetic",
                   "seed": seed, "residents": residents, "days": days, "start_date": start_date.isoformat()}
-    write_registry(out / "registry.yaml", registry_document(deployment, institutions, feeds))
-
+    document = registry_document(deployment, institutions, feeds)
     truth = Truth(out)
+    imaging = None
+    if pacs:
+        from synthetic.pacs import Pacs
+
+        imaging = Pacs(out, seed, institutions)
+        imaging.add_to_registry(document)
+    write_registry(out / "registry.yaml", document)
+
     rates = {inst.code: PROFILES[inst.profile] for inst in institutions}
     sink = Sink(out / "landing", seed, truth, rates, residents)
     activity = Activity(seed, start_date, days, pop, city, sink, hasher)
+    activity.pacs = imaging
     try:
         for k in range(days):
             day = start_date + timedelta(days=k)
@@ -65,8 +85,12 @@ def generate_city(out: Path, residents: int, days: int, seed: int, start_date: d
                 activity.run_day(k)
             finally:
                 sink.close_day()
+                if imaging is not None:
+                    imaging.close_day(day)
     finally:
         truth.close()
+        if imaging is not None:
+            imaging.close()
     truth.write_unloadable()
 
     ledger = truth.ledger
@@ -114,6 +138,8 @@ def generate_city(out: Path, residents: int, days: int, seed: int, start_date: d
         "formats": formats,
     }
     summary = {"deployment": deployment, "city": city_summary, "institutions": per_institution}
+    if imaging is not None:
+        summary["pacs"] = imaging.summary()
     (out / "truth" / "summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n",
                                                 encoding="utf-8")
     return {"out": str(out), "files_written": sink.files_written, "rows_per_dataset": city_summary["rows_per_dataset"],

@@ -25,7 +25,7 @@ from datetime import date
 from pathlib import Path
 
 FORMAT_EXTENSION = {"csv": "csv", "excel": "xlsx", "ndjson": "ndjson", "json": "json", "sqlite": "sqlite",
-                    "hl7v2": "hl7", "fhir": "json"}
+                    "hl7v2": "hl7", "fhir": "json", "frontend": "sqlite"}
 FHIR_DATASETS = ("person", "encounter", "diagnosis", "lab_result", "prescription", "practitioner")
 
 # institution code -> {data set or '*': format}; the rest is CSV.
@@ -39,6 +39,10 @@ FORMATS: dict[str, dict[str, str]] = {
     "511011H001": {"lab_result": "hl7v2"},                      # 内江市中医医院 LIS
     "511083H001": {d: "fhir" for d in FHIR_DATASETS},           # 隆昌市人民医院 (newer EMR)
 }
+# ``generate_city(frontend_db=True)``: these feeds are not delivered as daily files but written to
+# the institution's front-end database (前置机), one SQLite database that grows every day
+# (``FrontendDbFile``), pulled by the platform incrementally (``ingest_adapters.frontend_db``).
+FRONTEND_DB = {"511002D001": ("immunization",)}                 # the CDC's 免疫规划 front-end machine
 MALFORMED_ALL = frozenset({"malformed_ragged", "malformed_bad_quote", "malformed_undecodable"})
 UNDECODABLE = b"\xff\xfe?"
 _MARK = "\ue000"   # private-use placeholder for the undecodable bytes while the record is text
@@ -61,6 +65,8 @@ def registry_entry(feed, base: dict) -> dict:
         out["records_path"] = "data"
     elif fmt == "sqlite":
         out.update(table=sqlite_table(feed), watermark="seq")
+    elif fmt == "frontend":   # pulled from the database (relative to registry.yaml), not delivered
+        out.update(format="sqlite", database=frontend_path(feed.inst.code), table=sqlite_table(feed), watermark="seq")
     elif fmt == "excel":
         out["sheet"] = SHEET
     if fmt in ("hl7v2", "fhir"):
@@ -268,6 +274,39 @@ class SqliteFile(RecordFile):
         return tuple(v if v != "" else None for v in fields), ""
 
 
+def frontend_path(inst_code: str) -> str:
+    """The front-end database of an institution, relative to the city directory (registry.yaml's)."""
+    return f"frontend/{inst_code}/frontend.sqlite"
+
+
+class FrontendDbFile(SqliteFile):
+    """A day's rows appended to the institution's front-end database (one SQLite file for the whole
+    window, under ``<city>/frontend/``, outside the landing zone): table ``t_<feed>`` with an
+    autoincrement ``seq`` (the watermark) and ``sync_time`` (when the day's rows arrived). Record
+    ``n`` in the truth is ``seq`` ``n``: a first pull of the whole table numbers its rows so."""
+
+    def __init__(self, landing: Path, seed: int, feed, day: date):
+        super().__init__(landing, seed, feed, day)
+        self.path = landing.parent / frontend_path(feed.inst.code)
+        self.rel = "../" + frontend_path(feed.inst.code)
+        if self.path.exists():   # the rows of the earlier days: numbering goes on
+            with sqlite3.connect(self.path) as db:
+                self.rows = db.execute(f'SELECT count(*) FROM "{sqlite_table(feed)}"').fetchone()[0]
+
+    def start(self):
+        self.db = sqlite3.connect(self.path)
+        cols = ", ".join(f'"{c}" TEXT' for c in self.feed.columns)
+        self.db.execute(f'CREATE TABLE IF NOT EXISTS "{sqlite_table(self.feed)}" '
+                        f'(seq INTEGER PRIMARY KEY AUTOINCREMENT, {cols}, sync_time TEXT)')
+        marks = ", ".join("?" for _ in self.feed.columns)
+        names = ", ".join(f'"{c}"' for c in self.feed.columns)
+        self.sql = f'INSERT INTO "{sqlite_table(self.feed)}" ({names}, sync_time) VALUES ({marks}, ?)'
+        self.sync_time = f"{self.day:%Y-%m-%d} 23:30:00"
+
+    def put(self, payload: tuple):
+        self.db.execute(self.sql, payload + (self.sync_time,))
+
+
 # ------------------------------------------------------------------------------------------ HL7 v2
 _HL7_PATHS = {"lab_result_id": "OBR-3.1", "encounter_id": "PV1-19.1", "patient_id": "PID-3.1",
               "item_code": "OBX-3.1", "item_name": "OBX-3.2", "result_value": "OBX-5", "unit": "OBX-6.1",
@@ -460,4 +499,4 @@ class FhirFile(_JsonArrayFile):
 
 
 FILE_CLASSES = {"ndjson": NdjsonFile, "json": JsonDocumentFile, "excel": ExcelFile, "sqlite": SqliteFile,
-                "hl7v2": Hl7File, "fhir": FhirFile}
+                "hl7v2": Hl7File, "fhir": FhirFile, "frontend": FrontendDbFile}

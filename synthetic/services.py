@@ -183,6 +183,9 @@ _NORMAL = {"放射": ("未见明显异常征象", "未见异常"), "心电": ("�
 def exam_reports(a: "Activity", inst, p, enc_id: str, pid: str, visit_type: int, visit_at: datetime,
                  diagnoses) -> None:
     """At most one exam report per hospital encounter (inpatients usually have one)."""
+    pacs = getattr(a, "pacs", None)   # the imaging study in the PACS (synthetic/pacs.py), when the city has one
+    if pacs is not None:
+        pacs.encounter(inst, p, pid, enc_id, visit_type, visit_at, diagnoses[0].code)
     r = rng(a.seed, "exam", inst.code, enc_id)
     if r.random() >= {1: 0.15, 2: 0.4, 3: 0.85}[visit_type]:
         return
