@@ -14,8 +14,10 @@ Registry (one table per feed; the mapping is element → source column, as for f
       dataset: immunization
       mapping: {immunization_id: record_no, ...}
 
-``pull_frontend()`` pulls every such feed; each pull is one batch (an ``ops.ingest_batch`` row,
-also when nothing is new). A pull reads the rows whose watermark is ``>=`` the stored one and
+``pull_frontend()`` pulls every such feed; each pull that finds new rows is one batch (an
+``ops.ingest_batch`` row, rows read = loaded + rejected). A pull that finds nothing new is a
+no-op: no batch row, no bronze row, the watermark unchanged; its result is ``skipped`` (logged),
+as for a file delivered twice. A failed pull is a failed batch. A pull reads the rows whose watermark is ``>=`` the stored one and
 drops those already loaded at exactly the stored value (their row hashes are kept in
 ``ops.frontend_watermark_seen``), so rows sharing the previous maximum are neither lost nor
 doubled. The bronze insert, the rejects, the new watermark, the seen hashes and the batch row
@@ -189,6 +191,17 @@ def pull_feed(con: duckdb.DuckDBPyConnection, institution: str, feed: Feed, regi
                     "AS __ord FROM _fe_pull")
         missing_key = " OR ".join(f"{_q(k)} IS NULL" for k in keys) or "false"
         new_max = con.execute("SELECT CAST(max(__wm) AS VARCHAR) FROM _fe_rows").fetchone()[0]
+        if new_max is None:   # nothing new: a no-op (no batch row), reported as skipped
+            last = con.execute("SELECT batch_id FROM ops.frontend_watermark WHERE institution_code = ? AND feed = ?",
+                               [institution, feed.id]).fetchone()
+            result.status, result.batch_id = "skipped", last[0] if last else None
+            result.notes = {"watermark_from": since, "watermark_to": since, "null_watermark_rows": null_wm,
+                            "nothing_new": True}
+            log.info("%s: nothing new since watermark %s=%s", label, wm, since)
+            if null_wm:
+                log.warning("%s: %d rows have a NULL watermark (%s) and cannot be pulled incrementally",
+                            label, null_wm, wm)
+            return result
         raw_line = "concat_ws('|', " + ", ".join(f"coalesce({_q(e)}, '')" for e in elements) + ")"
         rejects = con.execute(f"SELECT __ord, {raw_line} FROM _fe_rows WHERE {missing_key} ORDER BY __ord").fetchall()
         lineage = ["_institution_code", "_feed", "_batch_id", "_source_file", "_source_row", "_ingested_at", "_row_hash"]

@@ -15,6 +15,7 @@ from pipelines.defs.dbt.assets import build_dbt_assets
 from pipelines.defs.dbt.resources import dbt_resource
 from pipelines.defs.empi.assets import empi_linkage_report
 from pipelines.defs.ingest.assets import ingest_landing_zone, institution_delivery
+from pipelines.defs.ingest.frontend import build_frontend_schedule, frontend_pull, frontend_pull_job
 from pipelines.defs.ingest.sensors import build_landing_sensor, ingest_institution_job
 from pipelines.defs.maintenance.jobs import lake_maintenance_job, lake_maintenance_schedule
 from pipelines.defs.quality.checks import build_gate_checks, build_quality_checks
@@ -38,13 +39,14 @@ def build_definitions() -> dg.Definitions:
     by_institution = dg.AssetSelection.assets(institution_delivery)
     per_institution = ingest_institution_job(institution_delivery.key)
     return dg.Definitions(
-        assets=[ingest_landing_zone, institution_delivery, dbt, empi_linkage_report, build_catalog_asset(upstream)],
+        assets=[frontend_pull, ingest_landing_zone, institution_delivery, dbt, empi_linkage_report,
+                build_catalog_asset(upstream)],
         asset_checks=[build_gate_checks(), *build_quality_checks()],
         jobs=[dg.define_asset_job(ALL_ASSETS_JOB, selection=dg.AssetSelection.all() - by_institution,
                                   description="采集 → 四大数据库 → 质控 → 资源目录，全流程"),
-              per_institution, lake_maintenance_job],
+              per_institution, frontend_pull_job, lake_maintenance_job],
         sensors=[build_landing_sensor(per_institution)],
-        schedules=[lake_maintenance_schedule],
+        schedules=[lake_maintenance_schedule, build_frontend_schedule()],
         resources={"dbt": dbt_resource()},
         executor=executor_for_environment(),
     )

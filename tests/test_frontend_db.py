@@ -77,8 +77,8 @@ def test_sqlite_pulls_are_incremental_and_rows_tied_at_the_watermark_are_neither
                      record(1, "2026-11-20 11:00:00", name="王晓明")])
     (r2,) = pull_frontend(s, registry, con)
     assert (r2.rows_read, r2.rows_loaded) == (3, 3), r2.error
-    (r3,) = pull_frontend(s, registry, con)  # nothing new: an empty batch, still recorded
-    assert (r3.status, r3.rows_read) == ("loaded", 0)
+    (r3,) = pull_frontend(s, registry, con)  # nothing new: a no-op, no batch row
+    assert (r3.status, r3.rows_read, r3.batch_id) == ("skipped", 0, r2.batch_id)
 
     assert q(con, "SELECT immunization_id, name, dose_seq, vaccinated_date, _source_file FROM bronze.immunization "
                 "ORDER BY _batch_id, _source_row") == [
@@ -89,7 +89,7 @@ def test_sqlite_pulls_are_incremental_and_rows_tied_at_the_watermark_are_neither
         ("JZ000005", "王小明", "3", "2026-11-20", "sqlite:cdc_frontend.sqlite/vaccination"),
         ("JZ000001", "王晓明", "2", "2026-11-20", "sqlite:cdc_frontend.sqlite/vaccination")]
     assert q(con, "SELECT rows_read, rows_loaded, rows_rejected, status FROM ops.ingest_batch ORDER BY started_at") == \
-        [(3, 3, 0, "loaded"), (3, 3, 0, "loaded"), (0, 0, 0, "loaded")]
+        [(3, 3, 0, "loaded"), (3, 3, 0, "loaded")]
     assert q(con, "SELECT watermark_value, rows_at_watermark FROM ops.frontend_watermark") == [("2026-11-20 11:00:00", 1)]
     # every bronze row carries the lineage columns
     assert q(con, "SELECT count(*) FROM bronze.immunization WHERE _institution_code IS NULL OR _feed IS NULL OR "
@@ -220,7 +220,7 @@ def test_postgres_front_end_pulled_incrementally_and_an_unreachable_one_fails_al
     results = {r.feed: r for r in pull_frontend(s, registry, con)}
     assert (results["vaccination"].rows_read, results["vaccination"].rows_loaded) == (2, 2)
     (r,) = [r for r in pull_frontend(s, registry, con) if r.feed == "vaccination"]
-    assert r.rows_read == 0
+    assert (r.status, r.rows_read) == ("skipped", 0)
     pg.close()
     assert q(con, "SELECT immunization_id, birth_date, _source_file FROM bronze.immunization ORDER BY 1") == [
         (f"JZ00000{i}", "2024-01-01", "postgres://127.0.0.1:%s/postgres/cdc.vaccination" % postgres.rsplit(":", 1)[1].split("/")[0])

@@ -8,6 +8,7 @@ import dagster as dg
 from catalog.standard import datasets
 from healthlake.config import settings
 from ingest_adapters import ingest_landing
+from pipelines.defs.ingest.frontend import FRONTEND_PULL_KEY
 from pipelines.defs.ingest.partitions import INSTITUTION_PARTITIONS, ingest_institution
 
 INGEST_BATCH_KEY = dg.AssetKey(["ops", "ingest_batch"])
@@ -23,8 +24,11 @@ def _specs() -> list[dg.AssetSpec]:
                           description=f"{d.zh}（{d.description}）：各机构原始值（文本）＋血缘列",
                           metadata={"standard_dataset": name, "domain": d.domain})
              for name, d in datasets().items()]
-    specs.append(dg.AssetSpec(INGEST_BATCH_KEY, group_name="bronze", kinds={"duckdb"},
-                              description="采集批次台账：每个文件一行（读取=入库+拒收），及 bronze._rejects 拒收明细"))
+    # after the front-end pull (pipelines/defs/ingest/frontend.py): its batches join the same
+    # ledger, and the run's dbt models then see the pulled rows
+    specs.append(dg.AssetSpec(INGEST_BATCH_KEY, group_name="bronze", kinds={"duckdb"}, deps=[FRONTEND_PULL_KEY],
+                              description="采集批次台账：每个文件、每次前置机抽取一行（读取=入库+拒收），"
+                                          "及 bronze._rejects 拒收明细"))
     specs.append(dg.AssetSpec(INSTITUTION_KEY, group_name="bronze", kinds={"duckdb", "yaml"},
                               description="接入机构登记：来自机构与数据源注册表（registry.yaml）"))
     return specs
