@@ -46,7 +46,8 @@ def cmd_generate(args) -> int:
     from synthetic import generate_city
 
     t0 = time.perf_counter()
-    summary = generate_city(Path(args.out), residents=args.residents, days=args.days, seed=args.seed)
+    summary = generate_city(Path(args.out), residents=args.residents, days=args.days, seed=args.seed,
+                            pacs=args.pacs, frontend_db=args.frontend_db)
     print(json.dumps(summary, ensure_ascii=False, indent=1, default=str))
     print(f"city written to {Path(args.out).resolve()} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return 0
@@ -60,7 +61,9 @@ def ensure_demo_city(s: Settings) -> bool:
     if not s.registry.exists():
         from synthetic import generate_city
 
-        generate_city(s.city_dir, residents=s.demo_residents, days=s.demo_days, seed=s.seed)
+        # the demo city also has the hospitals' PACS (DICOM) and the CDC's front-end database (pulled)
+        generate_city(s.city_dir, residents=s.demo_residents, days=s.demo_days, seed=s.seed, pacs=True,
+                      frontend_db=True)
         generated = True
     ensure_reference_institution(s)
     return generated
@@ -159,6 +162,12 @@ def cmd_demo(args) -> int:
         print(f"\n== 本次采集 == 文件 {v['files_seen']}：入库 {v['batches_loaded']}，内容重复跳过 "
               f"{v['batches_skipped_same_content']}，失败 {v['batches_failed']}；读取 {v['rows_read']:,} 行 = "
               f"入库 {v['rows_loaded']:,} + 拒收 {v['rows_rejected']:,}")
+    pulled = next((e.event_specific_data.materialization.metadata for e in result.get_asset_materialization_events()
+                   if e.event_specific_data.materialization.asset_key.path == ["ops", "frontend_pull"]), {})
+    if pulled:
+        v = {k: getattr(x, "value", x) for k, x in pulled.items()}
+        print(f"== 前置机增量抽取 == 数据源 {v['feeds']}：新批次 {v['batches_loaded']}，无新行 {v['feeds_without_new_rows']}，"
+              f"失败 {v['feeds_failed']}；读取 {v['rows_read']:,} 行 = 入库 {v['rows_loaded']:,} + 拒收 {v['rows_rejected']:,}")
     for line in delivery_summary(s, reference):
         print(line)
     print("\n== 各库行数 ==")
@@ -300,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--days", type=int, default=3)
     g.add_argument("--seed", type=int, default=20261123)
     g.add_argument("--out", required=True)
+    g.add_argument("--pacs", action="store_true", help="the hospitals' PACS also deliver DICOM files")
+    g.add_argument("--frontend-db", action="store_true", help="the CDC's immunisations in a front-end database")
     g.set_defaults(func=cmd_generate)
     q = sub.add_parser("sql", help="read-only SQL over the lake")
     q.add_argument("query")
