@@ -60,7 +60,7 @@ STATE_DDL = (
     "identities BIGINT, settings VARCHAR)",
 )
 _INPUT = ("identity_key", "id_type_code", "id_number", "name", "sex_code", "birth_date", "phone",
-          "address_division_code", "address_text")
+          "address_division_code", "address_text", "mother_id_number")
 
 
 def ensure_state(con: duckdb.DuckDBPyConnection, db: str) -> None:

@@ -27,7 +27,7 @@ __all__ = ["LinkResult", "Previous", "link", "UPPER", "LOWER"]
 
 # The columns of empi_std that decide an identity's candidate pairs and their scores.
 _MODEL_COLUMNS = ("name_hz", "name_py", "surname_py", "given_py", "sex", "birth_str", "phone", "division", "address",
-                  "id_cmp", "det_key", "passport")
+                  "id_cmp", "det_key", "passport", "mother_id18")
 UPPER = 0.99    # auto-link at or above
 LOWER = 0.50    # review queue at or above (below: a new person)
 # Two given names (toneless pinyin) that are another name, not a variant: different readings and

@@ -10,7 +10,11 @@ Comparisons (Fellegi-Sunter, one m/u pair per level):
 * sex; phone (exact, term-frequency adjusted: children share a guardian's phone);
 * address: text exact (and division equal or not stated), else division exact;
 * ID number: exact, else Hamming ≤ 2 (one mistyped digit, or two adjacent digits swapped: the
-  ID-typo residue), compared only when the number is not a placeholder.
+  ID-typo residue), compared only when the number is not a placeholder;
+* mother's ID number (a child's record, ``mother_id18``: usable numbers only): exact, else
+  different; compared only when at least one side has no ID number of its own (a newborn sent
+  without one) — two records that both carry their own number are decided by it. Its m/u are
+  fixed (not trained): few pairs carry it, and EM on them would be noise.
 
 Blocking rules are AND-equalities only (OR-blocking exhausts memory at scale), each restricted
 to pairs where at least one side has no deterministic key: two identities that both carry an
@@ -29,7 +33,7 @@ import duckdb
 __all__ = ["BLOCKING_KEYS", "settings", "train_and_predict", "predict_incremental", "untrained_model"]
 
 BLOCKING_KEYS = (("birth_str", "surname_py"), ("birth_str", "given_py"), ("phone", "surname_py"),
-                 ("surname_py", "given_py", "division"))
+                 ("surname_py", "given_py", "division"), ("mother_id18", "birth_str"), ("mother_id18", "surname_py"))
 _RESIDUE_ONLY = "(l.det_key IS NULL OR r.det_key IS NULL)"
 
 
@@ -101,10 +105,23 @@ def settings(prior: float = 1e-4, term_frequencies: bool = True, backend: str = 
                            lv(cll.CustomLevel(_at_most_k_differ("id_cmp", 2, backend), "one typo or transposition"),
                               0.04, 1e-5),
                            lv(cll.ElseLevel(), 0.01, 0.99998)])
+    # siblings share a mother (u: two different children of one mother, among random pairs); a
+    # different usable mother's number on two records of one child is rare (m of the else level)
+    mother_id = cl.CustomComparison(
+        output_column_name="mother_id",
+        comparison_levels=[
+            cll.CustomLevel("mother_id18_l IS NULL OR mother_id18_r IS NULL "
+                            "OR (id_cmp_l IS NOT NULL AND id_cmp_r IS NOT NULL)",
+                            "no mother's ID, or both have their own ID").configure(is_null_level=True),
+            cll.ExactMatchLevel("mother_id18").configure(m_probability=0.97, u_probability=5e-6,
+                                                         fix_m_probability=True, fix_u_probability=True),
+            cll.ElseLevel().configure(m_probability=0.03, u_probability=1 - 5e-6,
+                                      fix_m_probability=True, fix_u_probability=True),
+        ])
     return SettingsCreator(
         link_type="dedupe_only",
         unique_id_column_name="identity_key",
-        comparisons=[name, birth, sex, phone, address, id_number],
+        comparisons=[name, birth, sex, phone, address, id_number, mother_id],
         blocking_rules_to_generate_predictions=[blocking_sql(k) for k in BLOCKING_KEYS],
         probability_two_random_records_match=prior,
         retain_matching_columns=True,

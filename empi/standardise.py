@@ -15,7 +15,11 @@ Output table ``std``: one row per identity with
 * ``name_hz``, ``name_py``, ``surname_py``, ``given_py`` (see ``empi.names``);
 * ``sex`` ('1'/'2' only; unknown codes are null), ``birth_date``;
 * ``phone``: digits only, the country code 86 / +86 / 0086 removed;
-* ``division``, ``address``: the address text NFKC-normalised without spaces.
+* ``division``, ``address``: the address text NFKC-normalised without spaces;
+* ``mother_id18``: the mother's ID number on a child's record (母亲身份证件号码), standardised as
+  ``id18`` and kept only when usable: valid (MOD 11-2, real birth date), not a placeholder pattern,
+  not the identity's own number, and the mother born at least 12 years before the child (when the
+  child's birth date is stated); otherwise null (a typo or placeholder counts as missing).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from empi.names import normalise_name
 __all__ = ["standardise", "INPUT_COLUMNS", "PLACEHOLDER_MIN_PEOPLE"]
 
 INPUT_COLUMNS = ("identity_key", "id_type_code", "id_number", "name", "sex_code", "birth_date", "phone",
-                 "address_division_code", "address_text")
+                 "address_division_code", "address_text", "mother_id_number")
 # One ID number sent for at least this many different people (surname × birth date) is a placeholder.
 PLACEHOLDER_MIN_PEOPLE = 3
 PASSPORT_TYPES = ("03",)
@@ -43,6 +47,34 @@ _WEIGHTS = "[7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2]"
 def _check_char_sql(first17: str) -> str:
     return (f"substr('10X98765432', 1 + (list_dot_product(list_transform(string_split({first17}, ''), "
             f"c -> (ascii(c) - 48)::INTEGER), {_WEIGHTS}) % 11)::INTEGER, 1)")
+
+
+def _clean_sql(col: str) -> str:
+    """An ID number as sent → upper-case, half-width, without spaces or hyphens (null when empty)."""
+    # translate() costs ~3 µs a value: only numbers that are not already clean go through it
+    return (f"CASE WHEN regexp_full_match(CAST({col} AS VARCHAR), '[0-9]{{17}}[0-9X]|[0-9]{{15}}') "
+            f"THEN CAST({col} AS VARCHAR) "
+            f"ELSE NULLIF(regexp_replace(translate(upper(CAST({col} AS VARCHAR)), '{_FULL}', '{_HALF}'), "
+            f"'[\\s\\-\\x{{3000}}]', '', 'g'), '') END")
+
+
+def _to18_sql(raw: str) -> str:
+    """18 characters as they are; a 15-digit first-generation number upgraded (19 + check character)."""
+    up = f"substr({raw}, 1, 6) || '19' || substr({raw}, 7, 9)"
+    return (f"CASE WHEN regexp_full_match({raw}, '[0-9]{{17}}[0-9X]') THEN {raw} "
+            f"WHEN regexp_full_match({raw}, '[0-9]{{15}}') THEN {up} || {_check_char_sql(up)} END")
+
+
+def _valid_sql(id18: str) -> str:
+    return (f"coalesce({id18} IS NOT NULL AND {_check_char_sql(f'substr({id18}, 1, 17)')} = substr({id18}, 18, 1) "
+            f"AND try_strptime(substr({id18}, 7, 8), '%Y%m%d') IS NOT NULL, false)")
+
+
+def _pattern_placeholder_sql(id18: str) -> str:
+    return (f"coalesce(length(replace(substr({id18}, 1, 17), substr({id18}, 1, 1), '')) = 0 "
+            f"OR contains('01234567890123456789', substr({id18}, 1, 10)) "
+            f"OR contains('98765432109876543210', substr({id18}, 1, 10)) "
+            f"OR substr({id18}, 7, 4) < '1900', false)")
 
 
 def _name_table(con: duckdb.DuckDBPyConnection, src: str) -> None:
@@ -70,7 +102,7 @@ def _address_table(con: duckdb.DuckDBPyConnection, src: str) -> None:
 # lake's empi.identity_std and reused on a later run for an identity whose input is unchanged.
 ROW_COLUMNS = ("identity_key", "input_hash", "id18", "passport", "id_valid", "id_birth_date", "id_sex",
                "id_pattern_placeholder", "name_hz", "name_py", "surname_py", "given_py", "sex", "birth_date",
-               "phone", "division", "address")
+               "phone", "division", "address", "mother_id18")
 
 
 def input_hash_sql(alias: str = "") -> str:
@@ -145,35 +177,24 @@ def rows(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"""
     CREATE OR REPLACE TEMP TABLE __empi_ids AS
     WITH cleaned AS (
-        SELECT identity_key,
-               -- translate() costs ~3 µs a value: only numbers that are not already clean go through it
-               CASE WHEN regexp_full_match(CAST(id_number AS VARCHAR), '[0-9]{{17}}[0-9X]|[0-9]{{15}}')
-                        THEN CAST(id_number AS VARCHAR)
-                    ELSE NULLIF(regexp_replace(translate(upper(CAST(id_number AS VARCHAR)), '{_FULL}', '{_HALF}'),
-                                               '[\\s\\-\\x{{3000}}]', '', 'g'), '') END AS raw_id,
+        SELECT identity_key, {_clean_sql('id_number')} AS raw_id, {_clean_sql('mother_id_number')} AS raw_mother,
                NULLIF(regexp_replace(CAST(id_type_code AS VARCHAR), '\\s', '', 'g'), '') AS id_type
         FROM __empi_in
     ), shaped AS (
         SELECT *,
                CASE WHEN id_type IS NOT NULL AND lpad(id_type, 2, '0') IN {PASSPORT_TYPES + ('',)} THEN NULL
-                    WHEN regexp_full_match(raw_id, '[0-9]{{17}}[0-9X]') THEN raw_id
-                    WHEN regexp_full_match(raw_id, '[0-9]{{15}}')
-                        THEN substr(raw_id, 1, 6) || '19' || substr(raw_id, 7, 9)
-                             || {_check_char_sql("substr(raw_id, 1, 6) || '19' || substr(raw_id, 7, 9)")}
-               END AS id18,
-               CASE WHEN lpad(id_type, 2, '0') IN {PASSPORT_TYPES + ('',)} THEN raw_id END AS passport
+                    ELSE {_to18_sql('raw_id')} END AS id18,
+               CASE WHEN lpad(id_type, 2, '0') IN {PASSPORT_TYPES + ('',)} THEN raw_id END AS passport,
+               {_to18_sql('raw_mother')} AS mother18
         FROM cleaned
     )
-    SELECT identity_key, id18, passport,
-           coalesce(id18 IS NOT NULL AND {_check_char_sql('substr(id18, 1, 17)')} = substr(id18, 18, 1)
-                    AND try_strptime(substr(id18, 7, 8), '%Y%m%d') IS NOT NULL, false) AS id_valid,
+    SELECT identity_key, id18, passport, {_valid_sql('id18')} AS id_valid,
            CAST(try_strptime(substr(id18, 7, 8), '%Y%m%d') AS DATE) AS id_birth_date,
            CASE WHEN id18 IS NULL THEN NULL WHEN (ascii(substr(id18, 17, 1)) - 48) % 2 = 1 THEN '1' ELSE '2' END
                AS id_sex,
-           coalesce(length(replace(substr(id18, 1, 17), substr(id18, 1, 1), '')) = 0
-                    OR contains('01234567890123456789', substr(id18, 1, 10))
-                    OR contains('98765432109876543210', substr(id18, 1, 10))
-                    OR substr(id18, 7, 4) < '1900', false) AS id_pattern_placeholder
+           {_pattern_placeholder_sql('id18')} AS id_pattern_placeholder,
+           CASE WHEN {_valid_sql('mother18')} AND NOT {_pattern_placeholder_sql('mother18')}
+                     AND mother18 IS DISTINCT FROM id18 THEN mother18 END AS mother18
     FROM shaped
     """)
     con.execute(f"""
@@ -187,7 +208,12 @@ def rows(con: duckdb.DuckDBPyConnection) -> None:
                 WHEN length(p.digits) = 15 AND p.digits LIKE '0086%' THEN substr(p.digits, 5)
                 WHEN length(p.digits) >= 7 THEN p.digits END AS phone,
            NULLIF(trim(CAST(i.address_division_code AS VARCHAR)), '') AS division,
-           a.address
+           a.address,
+           -- a mother is at least 12 years older than her child (when the child's birth date is stated)
+           CASE WHEN TRY_CAST(i.birth_date AS DATE) IS NULL
+                     OR CAST(strptime(substr(ids.mother18, 7, 8), '%Y%m%d') AS DATE)
+                        <= TRY_CAST(i.birth_date AS DATE) - INTERVAL 12 YEAR
+                THEN ids.mother18 END AS mother_id18
     FROM __empi_in i
     JOIN __empi_ids ids USING (identity_key)
     LEFT JOIN __empi_names n ON n.name = i.name

@@ -21,7 +21,7 @@ from synthetic.gb11643 import make_id
 
 SECRET = "unit-test-secret"
 COLS = ("identity_key", "id_type_code", "id_number", "name", "sex_code", "birth_date", "phone",
-        "address_division_code", "address_text")
+        "address_division_code", "address_text", "mother_id_number")
 
 
 def table(con, rows, name="identities"):
@@ -32,9 +32,10 @@ def table(con, rows, name="identities"):
 
 
 def ident(key, name, birth, sex, id_number=None, phone=None, division="511002", address="市中区玉溪街道1号",
-          id_type="01"):
+          id_type="01", mother=None):
     return {"identity_key": key, "id_type_code": id_type, "id_number": id_number, "name": name, "sex_code": sex,
-            "birth_date": birth, "phone": phone, "address_division_code": division, "address_text": address}
+            "birth_date": birth, "phone": phone, "address_division_code": division, "address_text": address,
+            "mother_id_number": mother}
 
 
 def test_names_simplified_toneless_pinyin_and_pinyin_only():
@@ -209,6 +210,59 @@ def test_same_sex_twins_stay_apart_and_an_address_without_division_still_counts(
     cluster = dict(con.execute("SELECT identity_key, cluster_id FROM empi_links").fetchall())
     assert cluster["w1"] == cluster["w2"] and cluster["w3"] == cluster["w4"] and cluster["w1"] != cluster["w3"]
     assert cluster["h1"] == cluster["h2"]
+
+
+def test_mothers_id_standardised_like_an_id_number():
+    from datetime import date
+
+    mother = make_id("511011", date(1949, 12, 31), 2)   # born in the 1900s: a 15-digit form exists
+    con = duckdb.connect()
+    rows = [ident("a", "李四", "2026-05-01", "1", mother=mother),
+            ident("b", "李四", "2026-05-01", "1", mother=mother[:6] + mother[8:17]),           # 15 digits
+            ident("c", "李四", "2026-05-01", "1", mother=" " + mother[:6] + "-" + mother[6:].translate(
+                str.maketrans("0123456789X", "０１２３４５６７８９ｘ"))),                         # full-width, spaced
+            ident("d", "李四", "2026-05-01", "1", mother="111111111111111111"),                 # placeholder
+            ident("e", "李四", "2026-05-01", "1", mother=mother[:16] + str((int(mother[16]) + 1) % 10) + mother[17]),
+            ident("f", "李四", "1940-05-01", "1", mother=mother),   # "mother" younger than the child: not a mother
+            ident("g", "李四", None, "1", mother=mother, id_number=mother)]   # own number sent as the mother's
+    standardise(con, table(con, rows))
+    got = dict(con.execute("SELECT identity_key, mother_id18 FROM std").fetchall())
+    assert got == {"a": mother, "b": mother, "c": mother, "d": None, "e": None, "f": None, "g": None}
+
+
+def test_newborns_without_id_link_on_the_mothers_id():
+    """One newborn, no ID number anywhere: the 妇幼保健院's patient record, the health archive (name
+    in pinyin only, the family's new phone and home) and the immunisation register (a mistyped
+    birth date, no sex, phone or address; the mother's number in its 15-digit form). Without the
+    mother's number none of the three pairs is sure enough to link. Her twin brother and an
+    unrelated girl of the same name and birth date (another mother) stay other persons."""
+    from datetime import date
+
+    mother = make_id("511011", date(1996, 3, 5), 124)
+    other_mother = make_id("511024", date(1994, 7, 9), 88)
+    home, phone = "内江市东兴区田家镇观音村4组59号", "13981234567"
+    rows = [
+        ident("b1", "李梓涵", "2026-08-20", "2", None, phone, division="511011", address=home, mother=mother),
+        ident("b2", "LI Zihan", "2026-08-20", "2", None, "18090001111", division="511002",
+              address="内江市市中区玉溪街道新华路8号", mother=mother),
+        ident("b3", "李梓涵", "2026-08-26", None, None, None, division=None, address=None,
+              mother=mother[:6] + mother[8:17]),
+        ident("t1", "李梓轩", "2026-08-20", "1", None, phone, division="511011", address=home, mother=mother),
+        ident("o1", "李梓涵", "2026-08-20", "2", None, "13700001111", division="511024",
+              address="内江市威远县新场镇1号", mother=other_mother),
+        # the mother herself
+        ident("m1", "张丽", "1996-03-05", "2", mother, phone, division="511011", address=home),
+    ]
+    con = duckdb.connect()
+    link(con, table(con, rows))
+    cluster = dict(con.execute("SELECT identity_key, cluster_id FROM empi_links").fetchall())
+    assert cluster["b1"] == cluster["b2"] == cluster["b3"]
+    assert len({cluster["b1"], cluster["t1"], cluster["o1"], cluster["m1"]}) == 4
+    # the same records without the mother's ID element: the baby's records are not linked
+    con = duckdb.connect()
+    link(con, table(con, [{**r, "mother_id_number": None} for r in rows]))
+    without = dict(con.execute("SELECT identity_key, cluster_id FROM empi_links").fetchall())
+    assert len({without["b1"], without["b2"], without["b3"]}) == 3
 
 
 def _delivery(con, n, share=100):

@@ -2,6 +2,7 @@
 -- A person is known to the platform through three data sets: the patient index of a hospital
 -- (person), the resident health archive (health_record) and the immunisation register
 -- (immunization: each vaccination record names its recipient). The EMPI links these rows to persons.
+-- mother_id_number (a child's record names the mother) links newborns sent without an ID number.
 
 with
 
@@ -33,6 +34,7 @@ unioned as (
         id_type_code,
         id_number,
         is_valid_id_number,
+        mother_id_number,
         name,
         sex_code,
         birth_date,
@@ -55,6 +57,7 @@ unioned as (
         null as id_type_code,
         id_number,
         is_valid_id_number,
+        mother_id_number,
         name,
         sex_code,
         birth_date,
@@ -77,6 +80,7 @@ unioned as (
         null as id_type_code,
         id_number,
         is_valid_id_number,
+        mother_id_number,
         name,
         null as sex_code,
         birth_date,

@@ -13,6 +13,7 @@ trimmed as (
         {{ trim_columns(['immunization_id', 'name', 'birth_date', 'vaccine_code', 'vaccine_name', 'dose_seq',
                          'vaccinated_date', 'lot_number', 'vaccinating_institution_code']) }},
         {{ clean_id_number(clean_text('id_number')) }} as id_number,
+        {{ clean_id_number(clean_text('mother_id_number')) }} as mother_id_number,
         {{ lineage_columns() }}
     from source
 
@@ -25,6 +26,7 @@ renamed as (
         institution_code,
         immunization_id,
         id_number,
+        mother_id_number,
         vaccinating_institution_code,
 
         ----------  strings
@@ -38,6 +40,7 @@ renamed as (
 
         ----------  booleans
         {{ gb11643_is_valid('id_number') }} as is_valid_id_number,
+        {{ gb11643_is_valid('mother_id_number') }} as is_valid_mother_id_number,
         {{ is_conformant('birth_date', parse_date('birth_date')) }} as is_valid_birth_date,
         {{ is_conformant('vaccinated_date', parse_date('vaccinated_date')) }} as is_valid_vaccinated_date,
         {{ is_conformant('dose_seq', parse_integer('dose_seq')) }} as is_valid_dose_seq,

@@ -13,6 +13,7 @@ trimmed as (
         {{ trim_columns(['patient_id', 'name', 'sex_code', 'birth_date', 'id_type_code', 'ethnicity_code',
                          'marital_status_code', 'phone', 'address_division_code', 'address_text', 'updated_at']) }},
         {{ clean_id_number(clean_text('id_number')) }} as id_number,
+        {{ clean_id_number(clean_text('mother_id_number')) }} as mother_id_number,
         {{ lineage_columns() }}
     from source
 
@@ -38,6 +39,7 @@ renamed as (
         trimmed.patient_id,
         {{ pad_code('trimmed.id_type_code', 2) }} as id_type_code,
         trimmed.id_number,
+        trimmed.mother_id_number,
 
         ----------  strings
         trimmed.name,
@@ -51,6 +53,7 @@ renamed as (
 
         ----------  booleans
         {{ gb11643_is_valid('trimmed.id_number') }} as is_valid_id_number,
+        {{ gb11643_is_valid('trimmed.mother_id_number') }} as is_valid_mother_id_number,
         {{ is_conformant('trimmed.birth_date', parse_date('trimmed.birth_date')) }} as is_valid_birth_date,
         {{ is_conformant('trimmed.updated_at', parse_timestamp('trimmed.updated_at')) }} as is_valid_updated_at,
 
