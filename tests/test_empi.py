@@ -336,3 +336,25 @@ def test_incremental_runs_in_the_lake_give_the_keys_of_a_full_relink():
         a = con.execute(f"SELECT {cols} FROM lake.empi.{t} ORDER BY ALL").fetchall()
         assert a == full.execute(f"SELECT {cols} FROM lake.empi.{t} ORDER BY ALL").fetchall(), t
     assert con.execute("SELECT count(*) FROM lake.empi.identity_std").fetchone()[0] == inc.identities
+
+
+def test_a_state_from_before_the_mothers_id_is_relinked_in_full_and_keys_stay():
+    """An upgrade: the lake's empi.identity_std has no mother_id18 yet. The next run cannot be
+    incremental (the state's columns are not the code's): it re-links in full, keeps every key and
+    writes the new state; the run after it is incremental again."""
+    con = _lake()
+    _delivery(con, 1500, share=10)
+    src = "SELECT identity_key, id_type_code, id_number, name, sex_code, birth_date, phone, address_division_code, " \
+          "address_text FROM {}"
+    con.execute(f"CREATE TABLE memory.main.src AS {src.format('first')}")
+    run_in_lake(con, "memory.main.src", "lake", key_secret=SECRET)
+    before = dict(con.execute("SELECT identity_key, person_key FROM lake.empi.identity_person").fetchall())
+    con.execute("ALTER TABLE lake.empi.identity_std DROP COLUMN mother_id18")
+    con.execute(f"CREATE OR REPLACE TABLE memory.main.src AS {src.format('identities')}")
+    run_in_lake(con, "memory.main.src", "lake", key_secret=SECRET)
+    run_in_lake(con, "memory.main.src", "lake", key_secret=SECRET)
+    modes = [json.loads(s)["mode"] for (s,) in con.execute("SELECT seconds FROM lake.empi.run_log ORDER BY run_at").fetchall()]
+    assert modes == ["full", "full", "incremental"]
+    assert "mother_id18" in {r[0] for r in con.execute("DESCRIBE lake.empi.identity_std").fetchall()}
+    after = dict(con.execute("SELECT identity_key, person_key FROM lake.empi.identity_person").fetchall())
+    assert all(after[k] == v for k, v in before.items())
