@@ -22,6 +22,7 @@ Every setting is an environment variable with a documented default, read when
 | HEALTHLAKE_COLD_URL       | s3://<landing bucket>/cold/               | raw extracts older than COLD_AFTER_DAYS  |
 | HEALTHLAKE_COLD_AFTER_DAYS| 30                                        | days before raw extracts go cold         |
 | HEALTHLAKE_SNAPSHOT_RETENTION_DAYS | 7                                | lake snapshots kept for time travel      |
+| HEALTHLAKE_DATA_DOCS_KEEP | 10                                        | GX Data Docs pages kept per table / batch |
 | HEALTHLAKE_DEMO_RESIDENTS | 3000                                      | residents of the demo city               |
 | HEALTHLAKE_DEMO_DAYS      | 3                                         | days of deliveries in the demo city      |
 | HEALTHLAKE_SEED           | 20261123                                  | seed of the demo city                    |
@@ -55,6 +56,7 @@ class Settings:
     cold_url: str | None
     cold_after_days: int
     snapshot_retention_days: float
+    data_docs_keep: int
     demo_residents: int
     demo_days: int
     seed: int
@@ -146,6 +148,7 @@ def settings() -> Settings:
         cold_url=cold_url,
         cold_after_days=int(_env("HEALTHLAKE_COLD_AFTER_DAYS", "30")),
         snapshot_retention_days=float(_env("HEALTHLAKE_SNAPSHOT_RETENTION_DAYS", "7")),
+        data_docs_keep=max(1, int(_env("HEALTHLAKE_DATA_DOCS_KEEP", "10"))),
         demo_residents=int(_env("HEALTHLAKE_DEMO_RESIDENTS", "3000")),
         demo_days=int(_env("HEALTHLAKE_DEMO_DAYS", "3")),
         seed=int(_env("HEALTHLAKE_SEED", "20261123")),

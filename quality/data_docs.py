@@ -26,19 +26,26 @@ one batch's row-level counts into a GX ``ExpectationSuiteValidationResult`` — 
 gate's batch score (critical rules, record level). GX's renderer then draws it like any validation:
 the docs show exactly what the gate decided. Those pages go to
 ``data_docs/bronze.<dataset>/<batch_id>/<run_id>.html`` (``write_bronze_data_docs``, called by the gate).
+A batch whose counts, rules and decision equal its newest page's gets no new page (the gate re-scores
+held batches on every run), and each table's or batch's folder keeps its HEALTHLAKE_DATA_DOCS_KEEP
+(default 10) newest pages.
 Every expectation carries the rule's id and Chinese name as its GX ``description``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
+import logging
 import os
 import re
 from datetime import datetime, timezone
 from pathlib import Path
 
 from healthlake.config import Settings, settings as load_settings
+
+log = logging.getLogger(__name__)
 
 __all__ = ["write_data_docs", "make_self_contained", "data_docs_dir", "write_docs_index", "EXTERNAL_URL",
            "bronze_validation_result", "write_bronze_data_docs", "latest_batch_pages"]
@@ -118,13 +125,37 @@ def render_page(outcome) -> str:
     return _VIEW.render(ValidationResultsPageRenderer().render(outcome))
 
 
-def _write_page(page: str, path: Path, meta: dict) -> Path:
+def _write_page(page: str, path: Path, meta: dict, keep: int) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".html.tmp")
     tmp.write_text(page, encoding="utf-8")
     os.replace(tmp, path)
     path.with_suffix(".json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+    _prune(path.parent, keep)
     return path
+
+
+def _folder_metas(folder: Path) -> list[tuple[str, Path, dict]]:
+    """(run_at, page meta path, meta) of the pages in one table's or batch's folder, newest first."""
+    out = []
+    for p in folder.glob("*.json"):
+        try:
+            m = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        out.append((m.get("run_at") or "", p, m))
+    return sorted(out, key=lambda t: t[0], reverse=True)
+
+
+def _prune(folder: Path, keep: int) -> None:
+    """Keep the ``keep`` newest pages of a table's (or a batch's) folder (HEALTHLAKE_DATA_DOCS_KEEP)."""
+    for _, meta_path, _ in _folder_metas(folder)[keep:]:
+        meta_path.with_suffix(".html").unlink(missing_ok=True)
+        meta_path.unlink(missing_ok=True)
+
+
+def _fingerprint(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, ensure_ascii=False, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
 def write_data_docs(outcome, table: str, run_id: str, run_at: datetime | None = None,
@@ -140,7 +171,7 @@ def write_data_docs(outcome, table: str, run_id: str, run_at: datetime | None = 
     meta = {"table": table, "run_id": run_id, "run_at": run_at.isoformat(), "success": bool(outcome.success),
             "evaluated": stats.get("evaluated_expectations"), "successful": stats.get("successful_expectations"),
             "unsuccessful": stats.get("unsuccessful_expectations"), "page": f"{_safe(table)}/{path.name}"}
-    _write_page(page, path, meta)
+    _write_page(page, path, meta, s.data_docs_keep)
     write_docs_index(s)
     return path
 
@@ -235,12 +266,25 @@ def write_bronze_data_docs(bronze_run, settings: Settings | None = None, decisio
 
     s = settings or load_settings()
     by_batch = {(d.dataset, d.batch_id): d for d in (decisions or [])}
-    out = []
+    out, unchanged = [], 0
     for dataset, run in bronze_run.datasets.items():
         rule_list = (rules or {}).get(dataset) or rules_for_dataset(dataset).rules
         table = f"bronze.{dataset}"
+        rules_key = _fingerprint([(r.id, r.expectation, r.severity, r.threshold, dict(r.kwargs)) for r in rule_list])
         for batch in run.batches:
             decision = by_batch.get((dataset, batch.batch_id))
+            rel_dir = f"{_safe(table)}/{_safe(batch.batch_id)}"
+            # The same counts, rules and decision as the batch's newest page (every gate run re-scores
+            # held batches): that page still documents it; no new page.
+            fingerprint = _fingerprint(rules_key, batch.rows_checked, batch.rows_passing, batch.pass_rate,
+                                       batch.threshold, batch.status, list(batch.critical_rules_failed),
+                                       getattr(decision, "decision", None),
+                                       sorted((g.rule_id, g.status, g.rows_checked, g.rows_failed, g.message)
+                                              for g in run.results if g.batch_id == batch.batch_id))
+            newest = _folder_metas(data_docs_dir(s) / rel_dir)[:1]
+            if newest and newest[0][2].get("fingerprint") == fingerprint:
+                unchanged += 1
+                continue
             outcome = bronze_validation_result(run, batch, rule_list, decision)
             rate = "不适用（批次无数据）" if batch.pass_rate is None else f"{batch.pass_rate * 100:.2f}%"
             verdict = _DECISION_ZH.get(getattr(decision, "decision", None), "未决定")
@@ -250,7 +294,7 @@ def write_bronze_data_docs(bronze_run, settings: Settings | None = None, decisio
                       f"{batch.threshold * 100:.2f}%，闸门决定：<b>{verdict}</b>；未通过的关键规则：{html.escape(crit)}"
                       f" · 运行 {html.escape(run.run_id)} · " + '<a href="../../index.html">全部验证</a>')
             page = make_self_contained(render_page(outcome), banner=banner)
-            rel = f"{_safe(table)}/{_safe(batch.batch_id)}/{_safe(run.run_id)}.html"
+            rel = f"{rel_dir}/{_safe(run.run_id)}.html"
             stats = outcome.statistics
             meta = {"table": table, "run_id": run.run_id, "run_at": run.run_at.isoformat(),
                     "success": bool(outcome.success), "evaluated": stats.get("evaluated_expectations"),
@@ -258,9 +302,12 @@ def write_bronze_data_docs(bronze_run, settings: Settings | None = None, decisio
                     "unsuccessful": stats.get("unsuccessful_expectations"), "page": rel,
                     "batch_id": batch.batch_id, "institution_code": batch.institution_code,
                     "pass_rate": batch.pass_rate, "status": batch.status,
-                    "decision": getattr(decision, "decision", None)}
-            out.append(_write_page(page, data_docs_dir(s) / rel, meta))
-    write_docs_index(s)
+                    "decision": getattr(decision, "decision", None), "fingerprint": fingerprint}
+            out.append(_write_page(page, data_docs_dir(s) / rel, meta, s.data_docs_keep))
+    if out or not (data_docs_dir(s) / "index.html").exists():
+        write_docs_index(s)
+    if unchanged:
+        log.info("GX Data Docs: %d batch page(s) written, %d batch(es) unchanged since their newest page", len(out), unchanged)
     return out
 
 

@@ -241,6 +241,28 @@ def test_every_validation_gets_self_contained_data_docs(lake):
     assert "emr.fct_encounter/run-docs-1.html" in index and not EXTERNAL_URL.search(index)
 
 
+def test_data_docs_keep_the_newest_pages_per_table(lake, monkeypatch):
+    from datetime import datetime, timedelta, timezone
+
+    from great_expectations.core import ExpectationSuiteValidationResult
+
+    from healthlake.config import settings
+    from quality.data_docs import data_docs_dir, write_data_docs
+
+    monkeypatch.setenv("HEALTHLAKE_DATA_DOCS_KEEP", "3")
+    s = settings()
+    outcome = ExpectationSuiteValidationResult(success=True, results=[], suite_name="healthlake:resource.fct_bed_capacity",
+                                               statistics={"evaluated_expectations": 0})
+    t0 = datetime(2026, 12, 1, tzinfo=timezone.utc)
+    for i in range(6):
+        write_data_docs(outcome, "resource.fct_bed_capacity", f"run-{i}", run_at=t0 + timedelta(hours=i), settings=s)
+    folder = data_docs_dir(s) / "resource.fct_bed_capacity"
+    assert sorted(p.name for p in folder.glob("*.html")) == ["run-3.html", "run-4.html", "run-5.html"]
+    assert sorted(p.name for p in folder.glob("*.json")) == ["run-3.json", "run-4.json", "run-5.json"]
+    index = (data_docs_dir(s) / "index.html").read_text(encoding="utf-8")
+    assert "run-5.html" in index and "run-0.html" not in index
+
+
 def test_threshold_boundary_and_completeness_counts_nulls(lake):
     rules = [
         # 8 of 10 pass: exactly at the threshold passes

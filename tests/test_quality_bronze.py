@@ -85,6 +85,50 @@ def test_bronze_rules_name_real_data_elements():
             rule.build_expectation()
 
 
+def test_date_rules_read_every_accepted_date_time_form():
+    """The "not in the future" and date-order rules read every form the format rules accept, the
+    FHIR/JSON feeds' ISO 8601 with an offset included (converted to Beijing time), instead of
+    skipping what they cannot parse."""
+    import duckdb
+
+    from catalog.standard import get_dataset
+
+    ingested = "2026-10-02 12:00:00+08"
+    forms = {  # value -> is it after the ingest time (Beijing wall time)?
+        "2026-10-01 10:00:00": False, "20261001100000": False, "2026-10-01": False, "2026-10-01T10:00:00": False,
+        "2026-10-01T10:00:00+08:00": False, "2026-10-02T05:00:00+00:00": True, "2026-10-02T11:30:00+08:00": False,
+        "2026-10-02T04:30:00+00:00": True, "2027-01-01T00:00:00+08:00": True, "20270101": True}
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    checked = set()
+    for name in bronze_datasets():
+        ds = get_dataset(name)
+        for rule in rules_for_dataset(name).rules:
+            sql = rule.kwargs.get("unexpected_rows_query", "")
+            col = rule.field
+            if "非未来日期" not in rule.name or not col.endswith("_at"):  # date-only elements accept dates only
+                continue
+            cols = ", ".join(f"NULL::VARCHAR AS {e}" for e in ds.element_names if e != col)
+            con.execute(f"CREATE OR REPLACE TABLE t AS SELECT v AS {col}, {cols}, TIMESTAMPTZ '{ingested}' AS _ingested_at "
+                        f"FROM (VALUES " + ", ".join(f"('{v}')" for v in forms) + ") x(v)")
+            flagged = {r[0] for r in con.execute(f"SELECT {col} FROM ({sql.format(batch='t')})").fetchall()}
+            assert flagged == {v for v, future in forms.items() if future}, rule.id
+            checked.add(rule.id)
+        order = [r for r in rules_for_dataset(name).rules if name == "encounter" and r.field == "discharge_at"
+                 and "<" in r.kwargs.get("unexpected_rows_query", "")]
+        for rule in order:
+            cols = ", ".join(f"NULL::VARCHAR AS {e}" for e in ds.element_names if e not in ("visit_at", "discharge_at"))
+            con.execute(f"CREATE OR REPLACE TABLE t AS SELECT v AS visit_at, d AS discharge_at, {cols}, "
+                        f"TIMESTAMPTZ '{ingested}' AS _ingested_at FROM (VALUES "
+                        "('2026-10-01T10:00:00+08:00', '2026-10-01T01:00:00+00:00'), "    # 09:00 Beijing: before the visit
+                        "('2026-10-01T10:00:00+08:00', '2026-10-01 11:00:00'), "
+                        "('2026-10-01 10:00:00', '2026-10-01T03:00:00+00:00')) x(v, d)")  # 11:00 Beijing
+            flagged = con.execute(f"SELECT discharge_at FROM ({rule.kwargs['unexpected_rows_query'].format(batch='t')})").fetchall()
+            assert flagged == [("2026-10-01T01:00:00+00:00",)], rule.id
+            checked.add(rule.id)
+    assert len(checked) >= 6, checked
+
+
 # --- truth: injected defects recovered ------------------------------------------------------------
 
 def test_injected_defect_rates_recovered_per_institution_and_rule(city):
@@ -428,7 +472,13 @@ def test_gate_validations_get_self_contained_gx_data_docs(city):
     s, run, _ = city
     decisions = gate_run(run, s)
     pages = write_bronze_data_docs(run, s, decisions=decisions)
-    assert len(pages) == len(run.batches)
+    newest = latest_batch_pages(s)
+    assert len(newest) >= len(run.batches)   # a page for every batch (written now, or unchanged since the gate's)
+    assert all((f"bronze.{b.dataset}", b.batch_id) in newest for b in run.batches)
+    # the next gate run re-scores the same batches with the same result: no new page, no growth
+    before = sorted(data_docs_dir(s).rglob("*.html"))
+    assert write_bronze_data_docs(run, s, decisions=decisions) == []
+    assert sorted(data_docs_dir(s).rglob("*.html")) == before and latest_batch_pages(s) == newest
     held = next(d for d in decisions if d.decision == HELD)
     ds_run = run.datasets[held.dataset]
     [batch] = [b for b in ds_run.batches if b.batch_id == held.batch_id]
