@@ -11,10 +11,11 @@ Comparisons (Fellegi-Sunter, one m/u pair per level):
 * address: text exact (and division equal or not stated), else division exact;
 * ID number: exact, else Hamming ≤ 2 (one mistyped digit, or two adjacent digits swapped: the
   ID-typo residue), compared only when the number is not a placeholder;
-* mother's ID number (a child's record, ``mother_id18``: usable numbers only): exact, else
-  different; compared only when at least one side has no ID number of its own (a newborn sent
-  without one) — two records that both carry their own number are decided by it. Its m/u are
-  fixed (not trained): few pairs carry it, and EM on them would be noise.
+* mother's ID number (a child's record, ``mother_id18``: usable numbers only): same mother and
+  birth date, same mother and another birth date (a sibling), different; compared only when at
+  least one side has no ID number of its own (a newborn sent without one) — two records that both
+  carry their own number are decided by it. Its m/u are fixed (not trained): few pairs carry it,
+  and EM on them would be noise.
 
 Blocking rules are AND-equalities only (OR-blocking exhausts memory at scale), each restricted
 to pairs where at least one side has no deterministic key: two identities that both carry an
@@ -105,18 +106,26 @@ def settings(prior: float = 1e-4, term_frequencies: bool = True, backend: str = 
                            lv(cll.CustomLevel(_at_most_k_differ("id_cmp", 2, backend), "one typo or transposition"),
                               0.04, 1e-5),
                            lv(cll.ElseLevel(), 0.01, 0.99998)])
-    # siblings share a mother (u: two different children of one mother, among random pairs); a
-    # different usable mother's number on two records of one child is rare (m of the else level)
+    # One mother, one birth date (or one typed character apart): the same child (or a twin: the
+    # given-name veto keeps twins apart). One mother, another birth date: another child of hers —
+    # the comparisons are not independent (siblings share a mother), so this level carries the
+    # evidence of the combination, against a match, instead of the mother's agreement alone. A
+    # different usable mother's number on two records of one child is rare (m of the else level).
+    # Fixed m/u: few pairs carry a mother's number, EM on them would be noise.
+    def fixed(level, m, u):
+        return level.configure(m_probability=m, u_probability=u, fix_m_probability=True, fix_u_probability=True)
+
+    same_birth = f"(birth_str_l IS NULL OR birth_str_r IS NULL OR {_at_most_k_differ('birth_str', 1, backend)})"
     mother_id = cl.CustomComparison(
         output_column_name="mother_id",
         comparison_levels=[
             cll.CustomLevel("mother_id18_l IS NULL OR mother_id18_r IS NULL "
                             "OR (id_cmp_l IS NOT NULL AND id_cmp_r IS NOT NULL)",
                             "no mother's ID, or both have their own ID").configure(is_null_level=True),
-            cll.ExactMatchLevel("mother_id18").configure(m_probability=0.97, u_probability=5e-6,
-                                                         fix_m_probability=True, fix_u_probability=True),
-            cll.ElseLevel().configure(m_probability=0.03, u_probability=1 - 5e-6,
-                                      fix_m_probability=True, fix_u_probability=True),
+            fixed(cll.CustomLevel(f"mother_id18_l = mother_id18_r AND {same_birth}",
+                                  "same mother, same birth date"), 0.97, 5e-6),
+            fixed(cll.CustomLevel("mother_id18_l = mother_id18_r", "same mother, another child"), 0.002, 0.2),
+            fixed(cll.ElseLevel(), 0.028, 0.8),
         ])
     return SettingsCreator(
         link_type="dedupe_only",
