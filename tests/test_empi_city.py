@@ -139,6 +139,60 @@ def test_twins_and_newborns(city):
         assert not keys.get(a["person_uid"], set()) & keys.get(b["person_uid"], set())
 
 
+def _newborn_pairs(links: dict, truth: dict) -> tuple[int, int, int]:
+    """(true, linked, correct) identity pairs with at least one newborn sent without an ID number."""
+    by_person: dict[str, list] = {}
+    by_key: dict[str, list] = {}
+    for k, (uid, defect) in truth.items():
+        by_person.setdefault(uid, []).append(k)
+        by_key.setdefault(links[k], []).append(k)
+
+    def pairs(groups):
+        return {(a, b) for g in groups.values() for a in g for b in g
+                if a < b and "newborn_missing" in (truth[a][1], truth[b][1])}
+
+    true, linked = pairs(by_person), pairs(by_key)
+    return len(true), len(linked), len(true & linked)
+
+
+def test_newborns_without_id_are_linked_through_the_mothers_id(city):
+    """Newborns are sent without an ID number; their records carry the mother's. The city's
+    identities linked again in memory, with and without the 母亲身份证件号码 element."""
+    import duckdb
+
+    from empi.link import link
+
+    truth = {(i["institution_code"], i["dataset"], i["source_id"]): (i["person_uid"], i["id_defect"])
+             for i in csv.DictReader(open(city.city_dir / "truth" / "identities.csv", encoding="utf-8"))}
+    newborn_with_mother = sum(1 for i in csv.DictReader(open(city.city_dir / "truth" / "identities.csv",
+                                                             encoding="utf-8"))
+                              if i["id_defect"] == "newborn_missing" and i["mother_id_sent"])
+    assert newborn_with_mother >= 10
+    assert q("SELECT count(mother_id18) FROM lake.empi.identity_std")[0][0] >= newborn_with_mother / 2
+    con = connect(settings(), read_only=True)
+    try:
+        rows = con.execute("SELECT identity_key, institution_code, source_dataset, source_id, id_type_code, id_number, "
+                           "name, sex_code, birth_date, phone, address_division_code, address_text, mother_id_number "
+                           "FROM lake.intermediate.int_identities_unioned").fetch_arrow_table()
+    finally:
+        con.close()
+    where = {k: (i, d, s) for k, i, d, s in zip(*(rows.column(c).to_pylist() for c in
+                                                 ("identity_key", "institution_code", "source_dataset", "source_id")))}
+    results = {}
+    for variant in ("with", "without"):
+        local = duckdb.connect()
+        local.register("ids", rows if variant == "with" else rows.drop_columns(["mother_id_number"]))
+        link(local, "ids")
+        links = dict(local.execute("SELECT identity_key, cluster_id FROM empi_links").fetchall())
+        local.close()
+        results[variant] = _newborn_pairs(links, {k: truth[where[k]] for k in links})
+    (t, p, c), (t0, p0, c0) = results["with"], results["without"]
+    print(f"newborn pairs: with the mother's ID {results['with']}, without {results['without']} (true, linked, correct)")
+    assert t == t0 > 10
+    assert c == p and c == t             # every newborn pair found, none wrong
+    assert c >= c0 and p - c <= p0 - c0
+
+
 def test_the_second_delivery_is_linked_incrementally_like_a_full_relink(city):
     runs = q("SELECT identities, new_keys, persons, seconds FROM lake.empi.run_log ORDER BY run_at")
     assert [json.loads(r[3])["mode"] for r in runs] == ["full", "incremental"]
