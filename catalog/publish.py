@@ -111,9 +111,10 @@ def column_expression(cc: ColumnClass, clearance: int, secret: str) -> Published
     return out("absent", None)
 
 
-def plan(con, clearance: int, secret: str) -> dict[tuple[str, str], list[PublishedColumn]]:
-    """Every published table of the lake → its columns at this clearance (absent ones included)."""
-    tables: dict[tuple[str, str], list[PublishedColumn]] = {}
+def classified_tables(con) -> dict[tuple[str, str], list[ColumnClass]]:
+    """Every published table of the lake → the classification of each of its columns (read once
+    for all clearances). Unclassified columns refuse the publication (fail closed)."""
+    tables: dict[tuple[str, str], list[ColumnClass]] = {}
     unclassified = []
     for s, t, c, _ in lake_columns(con):
         if s not in PUBLISHED_SCHEMAS:
@@ -122,16 +123,23 @@ def plan(con, clearance: int, secret: str) -> dict[tuple[str, str], list[Publish
         if cc is None:
             unclassified.append(f"{s}.{t}.{c}")
             continue
-        tables.setdefault((s, t), []).append(column_expression(cc, clearance, secret))
+        tables.setdefault((s, t), []).append(cc)
     if unclassified:
         raise PublishError(f"{len(unclassified)} unclassified column(s), nothing published: "
                            f"{', '.join(unclassified[:10])}; classify them in catalog/classification_overrides.yaml")
     return tables
 
 
-def publish_level(con, clearance: int, s: Settings, secret: str | None = None) -> dict:
+def plan(con, clearance: int, secret: str, classes=None) -> dict[tuple[str, str], list[PublishedColumn]]:
+    """Every published table of the lake → its columns at this clearance (absent ones included)."""
+    classes = classified_tables(con) if classes is None else classes
+    return {key: [column_expression(cc, clearance, secret) for cc in ccs] for key, ccs in classes.items()}
+
+
+def publish_level(con, clearance: int, s: Settings, secret: str | None = None, classes=None) -> dict:
+    """One clearance's database; ``classes``: ``classified_tables(con)`` when several levels are published."""
     secret = secret or publish_secret()
-    tables = plan(con, clearance, secret)
+    tables = plan(con, clearance, secret, classes)
     final = published_path(clearance, s)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
@@ -151,6 +159,7 @@ def publish_level(con, clearance: int, s: Settings, secret: str | None = None) -
                     "clearance INTEGER, published_at TIMESTAMPTZ)")
         now = datetime.now(timezone.utc)
         rows = counts = 0
+        manifest: list[tuple] = []
         for schema in sorted({sch for sch, _ in tables}):
             con.execute(f"CREATE SCHEMA pub.{_q(schema)}")
         for (schema, table), cols in sorted(tables.items()):
@@ -158,11 +167,11 @@ def publish_level(con, clearance: int, s: Settings, secret: str | None = None) -
             select = ", ".join(f"{pc.expression} AS {_q(pc.column)}" for pc in present)
             con.execute(f"CREATE TABLE pub.{_q(schema)}.{_q(table)} AS SELECT {select} "
                         f"FROM lake.{_q(schema)}.{_q(table)}")
-            con.executemany(f"INSERT INTO pub.{MANIFEST_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                            [(pc.schema, pc.table, pc.column if pc.expression else None, pc.source_column,
-                              pc.category, pc.level, pc.kind, pc.treatment, clearance, now) for pc in cols])
+            manifest += [(pc.schema, pc.table, pc.column if pc.expression else None, pc.source_column,
+                          pc.category, pc.level, pc.kind, pc.treatment, clearance, now) for pc in cols]
             counts += 1
             rows += con.execute(f"SELECT count(*) FROM pub.{_q(schema)}.{_q(table)}").fetchone()[0]
+        _insert_manifest(con, manifest)
         con.execute("CHECKPOINT pub")
     finally:
         con.execute("DETACH pub")
@@ -175,11 +184,28 @@ def publish_level(con, clearance: int, s: Settings, secret: str | None = None) -
             "bytes": final.stat().st_size, "seconds": round(time.perf_counter() - t0, 2)}
 
 
+def _insert_manifest(con, rows: list[tuple]) -> None:
+    """All manifest rows of a level in one insert (executemany runs one statement per row)."""
+    import pyarrow as pa
+
+    names = ["schema_name", "table_name", "column_name", "source_column", "category", "level", "kind", "treatment",
+             "clearance", "published_at"]
+    batch = pa.Table.from_pylist([dict(zip(names, r)) for r in rows], schema=pa.schema(
+        [(n, pa.int32() if n in ("level", "clearance") else pa.timestamp("us", tz="UTC") if n == "published_at"
+          else pa.string()) for n in names]))
+    con.register("_published_columns", batch)
+    try:
+        con.execute(f"INSERT INTO pub.{MANIFEST_TABLE} SELECT * FROM _published_columns")
+    finally:
+        con.unregister("_published_columns")
+
+
 def publish_all(s: Settings | None = None, levels=LEVELS) -> list[dict]:
     """Write one database per clearance level from the lake's marts; returns a summary per level."""
     s = s or load_settings()
     con = connect(s, read_only=True)
     try:
-        return [publish_level(con, level, s) for level in levels]
+        classes = classified_tables(con)
+        return [publish_level(con, level, s, classes=classes) for level in levels]
     finally:
         con.close()
