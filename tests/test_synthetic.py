@@ -533,6 +533,58 @@ def test_identities_truth(city):
                     assert (inst["code"], feed["dataset"], r.values[key_of[feed["dataset"]]]) in known
 
 
+def test_mothers_and_the_mothers_id_on_childrens_records(city):
+    """persons.mother_uid: a woman of the same household, at least 14 years older; a child's record
+    carries the mother's number as that institution holds her (her own identity's defect kind)."""
+    from datetime import date
+
+    from synthetic.defects import CHILD_YEARS
+
+    by_uid = {p["person_uid"]: p for p in city["persons"]}
+    children = [p for p in city["persons"] if p["mother_uid"]]
+    assert len(children) > 0.1 * len(city["persons"])
+    for p in children:
+        m = by_uid[p["mother_uid"]]
+        assert m["sex_code"] == "2" and m["household_id"] == p["household_id"] and m["person_uid"] != p["person_uid"]
+        assert int(p["birth_date"][:4]) - int(m["birth_date"][:4]) >= 14
+    held = {(i["institution_code"], i["person_uid"]): i for i in city["identities"]}
+    sent = [i for i in city["identities"] if i["mother_id_sent"]]
+    newborns = [i for i in city["identities"] if i["id_defect"] == "newborn_missing"]
+    assert sent and sum(1 for i in newborns if i["mother_id_sent"]) > 0.6 * len(newborns)
+    kinds = set()
+    for i in city["identities"]:
+        p = by_uid[i["person_uid"]]
+        child = (date(2026, 10, 1) - date.fromisoformat(p["birth_date"])).days < CHILD_YEARS * 365
+        if not (child and p["mother_uid"]):
+            assert i["mother_id_sent"] == "", i
+            continue
+        mother = by_uid[p["mother_uid"]]
+        own = held.get((i["institution_code"], mother["person_uid"]))   # the mother's own record there, if any
+        if own is not None:
+            assert i["mother_id_sent"] == own["id_number_sent"]
+        if i["mother_id_sent"] == mother["id_number"]:
+            kinds.add("exact")
+        elif i["mother_id_sent"] == "":
+            kinds.add("missing")
+        else:
+            assert not is_valid(i["mother_id_sent"]) and len(i["mother_id_sent"]) == 18
+            kinds.add("malformed")
+    assert "exact" in kinds
+    # the element reaches the files: every identity feed maps it, and the values are the truth's
+    key_of = {"person": "patient_id", "health_record": "record_id", "immunization": "immunization_id"}
+    truth_of = {(i["institution_code"], i["dataset"], i["source_id"]): i["mother_id_sent"] for i in city["identities"]}
+    seen = 0
+    for rel, (inst, feed, header, rows) in city["files"].items():
+        if feed["dataset"] in key_of:
+            assert "mother_id_number" in feed["mapping"], rel
+            for r in rows:
+                if r.status == "ok":
+                    k = (inst["code"], feed["dataset"], r.values[key_of[feed["dataset"]]])
+                    assert r.values.get("mother_id_number", "") == truth_of[k], (rel, r.n)
+                    seen += r.values.get("mother_id_number", "") != ""
+    assert seen > 0
+
+
 def test_persons_with_valid_id_in_any_feed(city):
     uid_of_id = {p["id_number"]: p["person_uid"] for p in city["persons"]}
     found = set()
