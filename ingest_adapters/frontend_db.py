@@ -120,11 +120,15 @@ def _redact(message: str, target: str | None, label: str | None) -> str:
 
 
 def _columns(con, schema: str, table: str, label: str) -> dict[str, str]:
-    rows = con.execute("SELECT table_name, column_name, data_type FROM duckdb_columns() "
-                       "WHERE database_name = ? AND schema_name = ?", [SRC, schema]).fetchall()
-    tables = sorted({r[0] for r in rows})
-    cols = {r[1]: r[2] for r in rows if r[0] == table}
+    # DESCRIBE the one table: duckdb_columns() would walk every attached catalog (the lake's too:
+    # 2.3 s of a 2.9 s pull on the demo lake)
+    try:
+        cols = {r[0]: r[1] for r in con.execute(f"DESCRIBE {SRC}.{_q(schema)}.{_q(table)}").fetchall()}
+    except duckdb.CatalogException:
+        cols = {}
     if not cols:
+        tables = sorted({r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() "
+                                                   "WHERE database_name = ? AND schema_name = ?", [SRC, schema]).fetchall()})
         raise FrontendError(f"{label}: no table '{table}' in the front-end database{_suggest(table, tables)}; "
                             f"its tables: {', '.join(tables) or '(none)'}")
     return cols

@@ -53,9 +53,6 @@ def pull_all(s=None):
     with catalog_lock("frontend_pull", s):
         con = connect(s)
         try:
-            from ingest_adapters.ingest import ensure_bronze_tables
-
-            ensure_bronze_tables(con)
             return pull_frontend(s, registry, con)
         finally:
             con.close()
