@@ -568,6 +568,33 @@ def test_every_mart_has_an_enforced_contract_and_chinese_column_docs():
     assert problems == []
 
 
+def test_views_are_recreated_only_when_their_sql_changed(built_lake):
+    """A run over unchanged views writes nothing to the lake (no DuckLake snapshot): each view's
+    comment holds the md5 of its SQL (macros/view_unchanged.sql); a full refresh re-creates them."""
+    def last_snapshot():
+        c = lake.connect(read_only=True)
+        try:
+            return c.execute("SELECT max(snapshot_id) FROM lake.snapshots()").fetchone()[0]
+        finally:
+            c.close()
+
+    views = ["--select", "stg_bronze__persons", "int_persons_deduplicated", "int_encounters_linked"]
+    before = last_snapshot()
+    result = run_dbt("run", *views)
+    assert result.returncode == 0 and "OK created sql view model" in result.stdout, result.stdout[-3000:]
+    assert last_snapshot() == before
+    result = run_dbt("run", "--full-refresh", *views)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert last_snapshot() > before
+    con = lake.connect(read_only=True)
+    try:
+        comments = con.execute("SELECT view_name, comment FROM duckdb_views() WHERE database_name = 'lake' "
+                               "AND view_name IN ('stg_bronze__persons', 'int_encounters_linked')").fetchall()
+    finally:
+        con.close()
+    assert len(comments) == 2 and all(c.startswith("dbt-sql-md5:") for _, c in comments), comments
+
+
 def _insert_bronze(con, dataset: str, batch: str, inst: str, at: datetime, rows_: list[dict]) -> None:
     elements = get_dataset(dataset).element_names
     cols = elements + ["_institution_code", "_feed", "_batch_id", "_source_file", "_source_row", "_ingested_at",
@@ -582,7 +609,11 @@ LARGE_FACTS = {"emr.fct_encounter": "encounter_key", "emr.fct_lab_result": "lab_
                "emr.fct_medication_order": "order_key",
                # code values are counted per batch incrementally; the list and IND12 sum the counts
                "intermediate.int_code_values_by_batch": "_batch_id", "resource.unmapped_code": "unmapped_code_key",
-               "indicators.fct_indicator_value": "indicator_value_key"}
+               "indicators.fct_indicator_value": "indicator_value_key",
+               # incremental by a literal batch list (the identities), by batch and by changed person links
+               "intermediate.int_identities_unioned": "identity_key", "intermediate.int_identities_linked": "identity_key",
+               "health_record.dim_health_record": "record_key", "population.dim_person": "person_key",
+               "population.person_identifier": "identity_key", "health_record.person_timeline": "timeline_event_key"}
 
 
 def test_large_facts_build_incrementally_by_batch_and_equal_a_full_refresh(built_lake):
@@ -606,10 +637,20 @@ def test_large_facts_build_incrementally_by_batch_and_equal_a_full_refresh(built
         _insert_bronze(writer, "lab_result", "b22", "H001", at, [
             {"lab_result_id": "L9", "encounter_id": "E009", "patient_id": "P003", "item_code": "GLU",
              "result_value": "5.1", "unit": "mmol/L", "reported_at": "2024-03-28 11:00:00"}])
+        # a health archive corrected (new family doctor) and a new one for 王五 (P003's ID number):
+        # the EMPI links it to her person, whose golden record, identifiers and timeline change
+        _insert_bronze(writer, "health_record", "b23", "C001", at, [
+            {"record_id": "R001", "name": "张三", "sex_code": "1", "birth_date": "1980-01-01", "id_number": ID_A,
+             "phone": "13800000001", "household_id": "HH01", "address_division_code": "510104",
+             "created_date": "2015-06-01", "family_doctor_id": "FD02"},
+            {"record_id": "R003", "name": "王五", "sex_code": "2", "birth_date": "1990-05-06", "id_number": ID_C,
+             "phone": "13700000003", "household_id": "HH03", "address_division_code": "510105",
+             "created_date": "2024-03-28", "family_doctor_id": "FD01"}])
     finally:
         writer.close()
-    select = ["--select", "fct_encounter", "fct_diagnosis", "fct_lab_result", "fct_medication_order",
-              "int_code_values_by_batch", "unmapped_code", "fct_indicator_value"]
+    select = ["--select", "int_identities_unioned", "int_identities_linked", "dim_person", "person_identifier",
+              "dim_health_record", "fct_encounter", "fct_diagnosis", "fct_lab_result", "fct_medication_order",
+              "int_code_values_by_batch", "unmapped_code", "fct_indicator_value", "person_timeline"]
     result = run_dbt("run", *select)
     assert result.returncode == 0, result.stdout[-4000:]
 
@@ -620,13 +661,20 @@ def test_large_facts_build_incrementally_by_batch_and_equal_a_full_refresh(built
                                         f"FROM lake.{t} ORDER BY {k}").fetchall(),
                               key=repr) for t, k in LARGE_FACTS.items()}, c.execute(
                 "SELECT encounter_id, total_fee, primary_diagnosis_code, version_count, person_key IS NOT NULL "
-                "FROM lake.emr.fct_encounter WHERE encounter_id IN ('E001', 'E009') ORDER BY 1").fetchall()
+                "FROM lake.emr.fct_encounter WHERE encounter_id IN ('E001', 'E009') ORDER BY 1").fetchall() + c.execute(
+                "SELECT h.record_id, h.family_doctor_id, p.name, p.phone, p.source_count, "
+                "(SELECT count(*) FROM lake.health_record.person_timeline t WHERE t.person_key = p.person_key) "
+                "FROM lake.health_record.dim_health_record h JOIN lake.population.dim_person p USING (person_key) "
+                "WHERE h.record_id IN ('R001', 'R003') ORDER BY 1").fetchall()
         finally:
             c.close()
 
     incremental, changed = snapshot()
     from decimal import Decimal
-    assert changed == [("E001", Decimal("99.00"), "J06.9", 2, True), ("E009", Decimal("50.00"), "J06.9", 1, True)]
+    assert changed[:2] == [("E001", Decimal("99.00"), "J06.9", 2, True), ("E009", Decimal("50.00"), "J06.9", 1, True)]
+    # R003 joins 王五's golden record (her newest phone, two sources) and timeline
+    assert [r[:3] for r in changed[2:]] == [("R001", "FD02", "张三"), ("R003", "FD01", "王五")]
+    assert changed[3][3:5] == ("13700000003", 2) and changed[3][5] >= 3
     assert len(incremental["emr.fct_encounter"]) == 6 and len(incremental["emr.fct_lab_result"]) == 3
     c = lake.connect(read_only=True)
     try:   # the new batch's unmapped lab item is counted once more; its batch counted, the old ones not again

@@ -67,3 +67,62 @@ qualify row_number() over (
     order by {{ var('healthlake_latest_first') }}
 ) = 1
 {%- endmacro %}
+
+
+{#- Incremental by a literal batch list: for models over staging views that are expensive to
+    evaluate (every bronze row parsed), an incremental run must read the new batches' rows only.
+
+    new_batch_literals: the batches of staging_relation that seen_sql does not list, as a SQL
+    literal list ('b1', 'b2') — found when the model runs (a query on the staging model's batch
+    column alone: cheap, its other columns are not evaluated). A literal `_batch_id in (...)` is
+    pushed into the bronze scan, so only those rows are parsed (a subquery or a semi join is not:
+    the view's expressions would be evaluated on every row first).
+
+    latest_of_batches: the latest version of each business key among the rows of those batches.
+    A model then keeps such a row only when it is newer than the version it holds (newer_than: the
+    order of var healthlake_latest_first, _ingested_at then _batch_id then _source_row) — the
+    version it holds is the latest of every older batch, so the result equals latest_per_key over
+    all batches. A batch none of whose rows won (all superseded) stays "new" and is read again on
+    each run: harmless. A batch removed from staging (deleted from bronze, or held by the quality
+    gate after it was promoted) is not noticed: a full refresh re-derives everything.
+-#}
+{% macro new_batch_literals(staging_relation, seen_sql) -%}
+    {%- if not execute -%}
+        {{ return("(null)") }}
+    {%- endif -%}
+    {%- set found = run_query("select distinct _batch_id from " ~ staging_relation
+                              ~ " where _batch_id is not null except " ~ seen_sql) -%}
+    {%- set quoted = [] -%}
+    {%- for b in found.columns[0].values() | sort -%}
+        {%- do quoted.append("'" ~ (b | replace("'", "''")) ~ "'") -%}
+    {%- endfor -%}
+    {{ return("(" ~ (quoted | join(", ") if quoted else "null") ~ ")") }}
+{%- endmacro %}
+
+
+{% macro latest_of_batches(relation, key_columns, batch_literals) -%}
+select *
+from {{ relation }}
+where _batch_id in {{ batch_literals }}
+{%- for k in key_columns %}
+  and {{ k }} is not null
+{%- endfor %}
+qualify row_number() over (
+    partition by {{ key_columns | join(', ') }}
+    order by {{ var('healthlake_latest_first') }}
+) = 1
+{%- endmacro %}
+
+
+{#- new is a later version than held (held may be null: a key not held yet); with_source_row
+    false when held has no _source_row (two rows of one batch are never compared then: a held
+    batch is never new). -#}
+{% macro newer_than(new, held, with_source_row=true) -%}
+({{ held }}._batch_id is null
+     or {{ new }}._ingested_at > {{ held }}._ingested_at
+     or ({{ new }}._ingested_at = {{ held }}._ingested_at and {{ new }}._batch_id > {{ held }}._batch_id)
+     {%- if with_source_row %}
+     or ({{ new }}._ingested_at = {{ held }}._ingested_at and {{ new }}._batch_id = {{ held }}._batch_id
+         and {{ new }}._source_row > {{ held }}._source_row)
+     {%- endif %})
+{%- endmacro %}

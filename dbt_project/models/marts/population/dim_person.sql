@@ -1,15 +1,57 @@
+{{ config(materialized='incremental', unique_key='person_key', incremental_strategy='delete+insert',
+          on_schema_change='append_new_columns',
+          post_hook="{% if is_incremental() %}delete from {{ this }} where person_key not in
+                     (select person_key from {{ ref('int_identities_linked') }} where person_key is not null){% endif %}") }}
+
 -- 全员人口：one golden record per person (person_key from the EMPI, int_identities_linked). Each
 -- attribute is taken from the most recent identity that has it (ingested last; then the source's own
 -- update time; then person > health_record > immunization), so a newer record without a phone
 -- number does not erase the phone number an older one had. The name prefers a Hanzi form over a
 -- pinyin-only one. The ID number is the standardised one of identities linked on it.
+-- Incremental: a run rebuilds the persons whose identities changed — an identity new, re-sent (new
+-- batch) or re-linked, its old and its new person — found by comparing int_identities_linked with
+-- population.person_identifier, which still holds the previous run's identities (it is built
+-- after this model); persons left without identities are deleted (post_hook). A run that builds
+-- person_identifier without this model leaves it behind until the next full refresh.
+{%- if is_incremental() %}
+{%- set previous = adapter.get_relation(this.database, 'population', 'person_identifier') %}
+{%- endif %}
 
 with
+
+{%- if is_incremental() and previous is not none %}
+
+-- identities as this run links them and as the previous run did: the persons of any difference
+current_links as (
+
+    select identity_key, person_key, _batch_id, _ingested_at, id_number
+    from {{ ref('int_identities_linked') }}
+
+),
+
+previous_links as (
+
+    select identity_key, person_key, _batch_id, _ingested_at, id_number_standardised as id_number
+    from {{ previous }}
+
+),
+
+touched_persons as (
+
+    select person_key from (select * from current_links except select * from previous_links)
+    union
+    select person_key from (select * from previous_links except select * from current_links)
+
+),
+{%- endif %}
 
 identities as (
 
     select * from {{ ref('int_identities_linked') }}
     where person_key is not null
+    {%- if is_incremental() and previous is not none %}
+      and person_key in (select person_key from touched_persons)
+    {%- endif %}
 
 ),
 
