@@ -65,16 +65,27 @@ def landing_files(landing: Path) -> Iterator[Path]:
 
 
 def ensure_bronze_tables(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the ops tables and the bronze table of every standard data set that is missing.
+    """Create the ops tables and the bronze table of every standard data set that is missing, and add
+    the data elements a newer standard brought to an existing bronze table (as NULL for the rows
+    already loaded: nothing is rewritten).
 
     One catalog query when everything exists (the common case: every ingest run calls this)."""
-    present = {f"{s}.{t}" for s, t in con.execute(
-        "SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = current_database()").fetchall()}
-    if not {"ops.institution", "ops.ingest_batch", "bronze._rejects"} <= present:
+    columns: dict[str, set[str]] = {}
+    for schema, table, column in con.execute(
+            "SELECT table_schema, table_name, column_name FROM information_schema.columns "
+            "WHERE table_catalog = current_database() AND table_schema IN ('ops', 'bronze')").fetchall():
+        columns.setdefault(f"{schema}.{table}", set()).add(column)
+    if not {"ops.institution", "ops.ingest_batch", "bronze._rejects"} <= columns.keys():
         ensure_ops_tables(con)
     for name in datasets():
-        if f"bronze.{name}" not in present:
+        have = columns.get(f"bronze.{name}")
+        if have is None:
             con.execute(bronze_ddl(name))
+            continue
+        for column, sql_type in get_dataset(name).bronze_columns():
+            if column not in have:
+                log.info("bronze.%s: adding the new data element %s", name, column)
+                con.execute(f"ALTER TABLE bronze.{_q(name)} ADD COLUMN {_q(column)} {sql_type}")
 
 
 def _q(name: str) -> str:

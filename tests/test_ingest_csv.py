@@ -181,3 +181,29 @@ def test_a_reader_crash_fails_only_its_file(lake_env, monkeypatch):
     results = {r.institution_code: r for r in ingest_landing()}
     assert results["H1"].status == "failed" and "reader exploded" in results["H1"].error
     assert results["H2"].status == "loaded"
+
+
+def test_a_lake_from_an_older_standard_gains_the_new_data_elements(lake_env):
+    """A bronze table created before a data element joined the standard gets the column on the next
+    ingest (NULL for the rows already loaded), so dbt and the new feeds find it."""
+    from ingest_adapters.ingest import ensure_bronze_tables
+
+    s = lake_env
+    write_registry(s, [inst("H1")])
+    put(s, "H1", "a.csv", b"KSDM,KSMC,KSLB\n01,a,x\n")
+    assert [r.status for r in ingest_landing()] == ["loaded"]
+    con = connect(s)
+    try:  # the lake as an older release left it
+        con.execute('ALTER TABLE bronze.department DROP COLUMN "department_kind"')
+        con.execute('ALTER TABLE bronze.person DROP COLUMN "mother_id_number"')
+        ensure_bronze_tables(con)
+        cols = {t: [r[0] for r in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_catalog = current_database() "
+            "AND table_schema = 'bronze' AND table_name = ?", [t]).fetchall()] for t in ("department", "person")}
+    finally:
+        con.close()
+    assert "department_kind" in cols["department"] and "mother_id_number" in cols["person"]
+    put(s, "H1", "b.csv", b"KSDM,KSMC,KSLB\n02,b,y\n")
+    assert [r.status for r in ingest_landing() if r.status != "skipped"] == ["loaded"]
+    assert query(s, "SELECT department_code, department_kind FROM bronze.department ORDER BY 1") == [
+        ("01", None), ("02", "y")]
