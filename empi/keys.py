@@ -41,50 +41,68 @@ def person_key(anchor: str, key_secret: str) -> str:
 def assign_keys(con, key_secret: str, previous: pa.Table | None) -> tuple[pa.Table, list[tuple[str, str]]]:
     """person_key for every identity of ``empi_links`` (in ``con``), honouring ``previous``
     (identity_key, person_key, assigned_at order). Returns (identity_key, person_key, is_new) and the
-    (retired_key, surviving_key) merges of this run."""
-    rows = con.execute("""
-        SELECT l.identity_key, l.cluster_id, CASE WHEN s.det_key LIKE 'id:%' THEN substr(s.det_key, 4) END AS id18
-        FROM empi_links l JOIN empi_std s USING (identity_key)
-        ORDER BY l.cluster_id, l.identity_key""").fetchall()
-    prev: dict[str, str] = {}
-    rank: dict[str, int] = {}
-    if previous is not None and previous.num_rows:
-        for i, (k, pk) in enumerate(zip(previous.column("identity_key").to_pylist(),
-                                        previous.column("person_key").to_pylist())):
-            prev[k] = pk
-            rank.setdefault(pk, i)
-    clusters: dict[str, list[tuple[str, str | None]]] = {}
-    for k, c, id18 in rows:
-        clusters.setdefault(c, []).append((k, id18))
-    # claims: which clusters hold identities with an old key, and how many
-    claims: dict[str, list[tuple[int, str]]] = {}
-    for c, members in clusters.items():
-        counts: dict[str, int] = {}
-        for k, _ in members:
-            if k in prev:
-                counts[prev[k]] = counts.get(prev[k], 0) + 1
-        for pk, n in counts.items():
-            claims.setdefault(pk, []).append((n, c))
-    owner = {pk: min(cs, key=lambda t: (-t[0], t[1]))[1] for pk, cs in claims.items()}
-    owned_by: dict[str, list[str]] = {}      # cluster → the old keys it owns (one pass: not per cluster)
-    for pk, oc in owner.items():
-        owned_by.setdefault(oc, []).append(pk)
-    used = set(prev.values())
-    out_k, out_p, out_new, merges = [], [], [], []
-    for c, members in clusters.items():
-        owned = sorted(owned_by.get(c, ()), key=lambda pk: rank[pk])
-        if owned:
-            key = owned[0]
-            merges.extend((old, key) for old in owned[1:])
-        else:
-            ids = sorted(i for _, i in members if i)
-            anchors = ([f"id:{ids[0]}"] if ids else []) + [f"identity:{min(k for k, _ in members)}"]
+    (retired_key, surviving_key) merges of this run.
+
+    In SQL over all identities (a 100k city has ~225k, every run): which clusters hold identities
+    with an old key and how many, the owner of each old key (the cluster holding most of its
+    identities, then the smallest cluster id), each owning cluster's key (the old key given first;
+    its other old keys are merged into it). Only the clusters owning no old key — all of them on the
+    first run, the new persons on a later one — get a new key in Python (HMAC, and a key already
+    used is never given twice)."""
+    n = previous.num_rows if previous is not None else 0
+    con.register("__keys_previous", pa.table({
+        "identity_key": previous.column("identity_key") if n else pa.array([], pa.string()),
+        "person_key": previous.column("person_key") if n else pa.array([], pa.string()),
+        "pos": pa.array(range(n), pa.int64())}))
+    try:
+        con.execute("""
+            CREATE OR REPLACE TEMP TABLE __keys_members AS
+            WITH prev AS (   -- an identity listed twice: its last key (the crosswalk in order)
+                SELECT identity_key, arg_max(person_key, pos) AS prev_key FROM __keys_previous GROUP BY 1)
+            SELECT l.identity_key, l.cluster_id,
+                   CASE WHEN s.det_key LIKE 'id:%' THEN substr(s.det_key, 4) END AS id18,
+                   p.prev_key, p.identity_key IS NOT NULL AS had_key
+            FROM empi_links l JOIN empi_std s USING (identity_key) LEFT JOIN prev p USING (identity_key)""")
+        con.execute("""
+            CREATE OR REPLACE TEMP TABLE __keys_owned AS
+            WITH claims AS (
+                SELECT prev_key, cluster_id, count(*) AS n FROM __keys_members
+                WHERE prev_key IS NOT NULL GROUP BY ALL),
+            owner AS (
+                SELECT prev_key, cluster_id FROM claims
+                QUALIFY row_number() OVER (PARTITION BY prev_key ORDER BY n DESC, cluster_id) = 1),
+            key_rank AS (SELECT person_key, min(pos) AS key_rank FROM __keys_previous GROUP BY 1)
+            SELECT o.cluster_id, list(o.prev_key ORDER BY r.key_rank) AS owned
+            FROM owner o JOIN key_rank r ON r.person_key = o.prev_key
+            GROUP BY o.cluster_id""")
+        merges = [(old, owned[0]) for owned in (r[0] for r in con.execute(
+            "SELECT owned FROM __keys_owned WHERE len(owned) > 1 ORDER BY cluster_id").fetchall()) for old in owned[1:]]
+        used = {r[0] for r in con.execute(   # the keys the crosswalk holds (an identity's last one)
+            "SELECT DISTINCT arg_max(person_key, pos) FROM __keys_previous GROUP BY identity_key").fetchall()}
+        fresh = con.execute("""
+            SELECT cluster_id, min(id18) FILTER (WHERE id18 <> '') AS id18, min(identity_key) AS identity_key
+            FROM __keys_members
+            WHERE cluster_id NOT IN (SELECT cluster_id FROM __keys_owned)
+            GROUP BY cluster_id ORDER BY cluster_id""").fetchall()
+        new_c, new_k = [], []
+        for c, id18, first_identity in fresh:
+            anchors = ([f"id:{id18}"] if id18 else []) + [f"identity:{first_identity}"]
             key = next((person_key(a, key_secret) for a in anchors if person_key(a, key_secret) not in used),
                        person_key(f"cluster:{c}", key_secret))
             used.add(key)
-        for k, _ in members:
-            out_k.append(k)
-            out_p.append(key)
-            out_new.append(k not in prev)
-    return pa.table({"identity_key": pa.array(out_k, pa.string()), "person_key": pa.array(out_p, pa.string()),
-                     "is_new": pa.array(out_new, pa.bool_())}), merges
+            new_c.append(c)
+            new_k.append(key)
+        con.register("__keys_fresh", pa.table({"cluster_id": pa.array(new_c, pa.string()),
+                                               "person_key": pa.array(new_k, pa.string())}))
+        keys = con.execute("""
+            SELECT m.identity_key, coalesce(o.owned[1], f.person_key) AS person_key, NOT m.had_key AS is_new
+            FROM __keys_members m
+            LEFT JOIN __keys_owned o USING (cluster_id)
+            LEFT JOIN __keys_fresh f USING (cluster_id)
+            ORDER BY m.cluster_id, m.identity_key""").fetch_arrow_table()
+        con.unregister("__keys_fresh")
+    finally:
+        con.unregister("__keys_previous")
+        con.execute("DROP TABLE IF EXISTS __keys_members")
+        con.execute("DROP TABLE IF EXISTS __keys_owned")
+    return keys, merges
