@@ -21,7 +21,7 @@ Printed: full and delta wall and CPU time (user + sys of dbt: wall times are inf
 machine), each split into views, tables, incremental models (dbt's per-model timing) and the time
 outside the models (dbt's start, parse, the lake's attach), RATIO delta / full of wall and of CPU
 (goal ≤ 5 %), the large facts' own share, and for the big city the full build time and its growth
-ratio against the city-size ratio. Data tests are not run (they are the same work in both cases).
+ratio against the city-size ratio, and its delta ratio. Data tests are not run (they are the same work in both cases).
 """
 
 from __future__ import annotations
@@ -193,3 +193,10 @@ def main() -> None:
             print(f"full rebuild of the marts at {BIG:,} residents: {full_b.summary()}")
             print(f"RATIO marts_growth = {full_b.wall / full.wall:.2f}× the wall time, {full_b.cpu / full.cpu:.2f}× the "
                   f"CPU time for {BIG / RESIDENTS:.0f}× the residents ({rows_b / rows:.1f}× the bronze rows)")
+            added_b = _delta(sb)
+            delta_b = _dbt(sb, "run")
+            print(f"1 % daily delta at {BIG:,} residents ({added_b:,} rows in new batches), dbt run: {delta_b.summary()}")
+            slowest = sorted(delta_b.models.items(), key=lambda kv: -kv[1])[:8]
+            print("  slowest models of the delta run: " + ", ".join(f"{m} {t:.1f} s" for m, t in slowest))
+            print(f"RATIO marts_delta_big = {delta_b.wall / full_b.wall:.3f} of a full rebuild's wall time, "
+                  f"{delta_b.cpu / full_b.cpu:.3f} of its CPU time at {BIG:,} residents")
