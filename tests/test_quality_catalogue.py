@@ -59,7 +59,7 @@ REQUIRED = {
     "marital status value set (GB/T 2261.2)": (r"ref_marital_status", "person"),
     "ethnicity value set (GB 3304)": (r"ref_ethnicity", "person"),
     "ICD-10 valid": (r"ref_icd10_category", "diagnosis"),
-    "admission <= discharge": (r"discharge_at\b.*\)\s*<\s*try_strptime\(visit_at|discharge_at\s*<\s*visit_at", "encounter"),
+    "admission <= discharge": (r"discharge_at\b.*\)\s*<\s*(coalesce\()?try_strptime\(visit_at|discharge_at\s*<\s*visit_at", "encounter"),
     "event date not before birth": (r"visit_at.*::DATE\s*<.*substr\(id_number, 7, 8\)|birth_date", "encounter"),
     "event date not in the future": (r"_ingested_at|now\(\)", "encounter"),
     "lab unit allowed": (r"ref_unit", "lab_result"),
