@@ -132,11 +132,12 @@ def connect(s: Settings | None = None, read_only: bool = False, database: str = 
 # the destructor and aborts the whole process (std::terminate, exit -6). They are kept referenced
 # here, and the process ends through ``_exit_keeping_abandoned`` before Python would destroy them.
 _abandoned: list[duckdb.DuckDBPyConnection] = []
+INVALIDATED = "database has been invalidated"
 
 
 def is_invalidated(error: BaseException) -> bool:
     """DuckDB's database instance is unusable after this error; a new connection (a new instance) is not."""
-    return isinstance(error, duckdb.FatalException) or "database has been invalidated" in str(error)
+    return isinstance(error, duckdb.FatalException) or INVALIDATED in str(error)
 
 
 def release(con: duckdb.DuckDBPyConnection | None) -> None:
@@ -214,7 +215,7 @@ TRANSIENT_MARKERS = (
     "database is locked", "no connection to the server",
     # DuckDB invalidated its database instance (an internal error, e.g. the catalog server lost in
     # the middle of a commit): every later query on it fails, but a new connection is a new instance
-    "database has been invalidated",
+    INVALIDATED,
 )
 
 

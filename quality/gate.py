@@ -257,38 +257,36 @@ class GateRun:
         return out
 
 
-def _promote_without_score(s: Settings, pending: Mapping[str, list[str]], reason: str, run_id: str) -> list[GateDecision]:
+def _promote_without_score(con, pending: Mapping[str, list[str]], reason: str, run_id: str) -> list[GateDecision]:
     """Promote batches that have nothing to score in a data set (NOT APPLICABLE), recorded with why."""
     from quality.scoring import _store
 
     ids = [b for bs in pending.values() for b in bs]
     if not ids:
         return []
-    with contextlib.closing(connect(s)) as con:
-        info = {b: (i, f, n) for b, i, f, n in con.execute(
-            f"SELECT batch_id, institution_code, feed, rows_loaded FROM {LAKE}.ops.ingest_batch "
-            f"WHERE batch_id IN (SELECT unnest(?::VARCHAR[]))", [ids]).fetchall()}
-        decisions = [GateDecision(d, info[b][0], info[b][1], b, info[b][2] or 0, None, 0.0, NOT_APPLICABLE, PROMOTED,
-                                  reason.format(dataset=d))
-                     for d, bs in pending.items() for b in bs if b in info]
-        _ensure(con, GATE_TABLE, GATE_COLUMNS)
-        at = datetime.now(timezone.utc)
-        _store(con, GATE_TABLE, GATE_COLUMNS, [{"run_id": run_id, "decided_at": at, **asdict(d)} for d in decisions])
+    info = {b: (i, f, n) for b, i, f, n in con.execute(
+        f"SELECT batch_id, institution_code, feed, rows_loaded FROM {LAKE}.ops.ingest_batch "
+        f"WHERE batch_id IN (SELECT unnest(?::VARCHAR[]))", [ids]).fetchall()}
+    decisions = [GateDecision(d, info[b][0], info[b][1], b, info[b][2] or 0, None, 0.0, NOT_APPLICABLE, PROMOTED,
+                              reason.format(dataset=d))
+                 for d, bs in pending.items() for b in bs if b in info]
+    _ensure(con, GATE_TABLE, GATE_COLUMNS)
+    at = datetime.now(timezone.utc)
+    _store(con, GATE_TABLE, GATE_COLUMNS, [{"run_id": run_id, "decided_at": at, **asdict(d)} for d in decisions])
     return decisions
 
 
-def _without_rows(s: Settings, pending: Mapping[str, list[str]]) -> dict[str, list[str]]:
+def _without_rows(con, pending: Mapping[str, list[str]]) -> dict[str, list[str]]:
     """The pending (data set, batch) pairs with no row in that data set's bronze table: a file of a
     multi-data-set feed (HL7, FHIR) need not carry every data set of its feed."""
     out: dict[str, list[str]] = {}
-    with contextlib.closing(connect(s)) as con:
-        for dataset, batches in pending.items():
-            present = {b for (b,) in con.execute(
-                f"SELECT DISTINCT _batch_id FROM {LAKE}.bronze.{dataset} WHERE _batch_id IN (SELECT unnest(?::VARCHAR[]))",
-                [batches]).fetchall()}
-            missing = [b for b in batches if b not in present]
-            if missing:
-                out[dataset] = missing
+    for dataset, batches in pending.items():
+        present = {b for (b,) in con.execute(
+            f"SELECT DISTINCT _batch_id FROM {LAKE}.bronze.{dataset} WHERE _batch_id IN (SELECT unnest(?::VARCHAR[]))",
+            [batches]).fetchall()}
+        missing = [b for b in batches if b not in present]
+        if missing:
+            out[dataset] = missing
     return out
 
 
@@ -311,7 +309,8 @@ def gate_pending(settings: Settings | None = None, *, registry=None, rectificati
     run, decisions, lists = None, [], {}
     if no_rules:
         # A data set without a rules file has nothing to hold its batches on: promoted, and said so.
-        decisions += _promote_without_score(s, no_rules, "数据集 {dataset} 暂无质控规则，直接放行", "no-rules")
+        with contextlib.closing(connect(s)) as con:
+            decisions += _promote_without_score(con, no_rules, "数据集 {dataset} 暂无质控规则，直接放行", "no-rules")
     if pending:
         run = run_bronze_rules(sorted(pending), [b for bs in pending.values() for b in bs], s, registry=registry)
         gate_decisions = gate_run(run, s)
@@ -321,8 +320,11 @@ def gate_pending(settings: Settings | None = None, *, registry=None, rectificati
         # undecided, and the blocking gate check fails closed on it.
         decided = {(d.dataset, d.batch_id) for d in gate_decisions}
         unscored = {d: [b for b in bs if (d, b) not in decided] for d, bs in pending.items()}
-        empty = _without_rows(s, {d: bs for d, bs in unscored.items() if bs})
-        decisions += _promote_without_score(s, empty, "该批次没有数据集 {dataset} 的记录（不适用），此部分放行", "no-rows")
+        unscored = {d: bs for d, bs in unscored.items() if bs}
+        if unscored:  # the common run scores every part: no connection
+            with contextlib.closing(connect(s)) as con:
+                decisions += _promote_without_score(con, _without_rows(con, unscored),
+                                                    "该批次没有数据集 {dataset} 的记录（不适用），此部分放行", "no-rows")
         try:  # the Data Docs are a view of the decisions, never their cause
             from quality.data_docs import write_bronze_data_docs
 

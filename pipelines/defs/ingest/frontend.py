@@ -40,7 +40,7 @@ FRONTEND_PULL_CRON = "*/30 * * * *"
 
 def pull_all(s=None):
     """Pull every front-end feed of the registry under the lake's pull lock; [] when there is none."""
-    from healthlake.lake import catalog_lock, connect
+    from healthlake.lake import catalog_lock, connect, release
     from ingest_adapters.frontend_db import frontend_feeds, pull_frontend
     from ingest_adapters.registry import load_registry
 
@@ -55,7 +55,7 @@ def pull_all(s=None):
         try:
             return pull_frontend(s, registry, con)
         finally:
-            con.close()
+            release(con)
 
 
 @dg.asset(key=FRONTEND_PULL_KEY, group_name="bronze", kinds={"duckdb", "sqlite", "postgres"},
