@@ -72,6 +72,7 @@ def make_xlsx(path: Path, rows: int) -> None:
 
 def bare_copy(path: Path, out: Path) -> float:
     con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
     t0 = time.perf_counter()
     con.execute(f"COPY (SELECT * FROM read_csv('{path}', all_varchar=true)) TO '{out}' (FORMAT parquet)")
     elapsed = time.perf_counter() - t0

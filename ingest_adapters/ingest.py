@@ -171,7 +171,8 @@ def _load_single(con, scan: SourceScan, feed, ds, batch: dict, result: BatchResu
     table = f"bronze.{ds.name}"
     cols = elements + ["_institution_code", "_feed", "_batch_id", "_source_file", "_source_row",
                        "_ingested_at", "_row_hash"]
-    ordinal = _q(scan.ordinal_column) if scan.ordinal_column else "row_number() OVER ()"
+    numbered_by = scan.ordinal_column or scan.sequence_column
+    ordinal = _q(numbered_by) if numbered_by else "row_number() OVER ()"
     con.execute("BEGIN")
     try:
         try:

@@ -26,8 +26,9 @@ class SourceScan:
 
     Record numbers (``_source_row``): when ``ordinal_column`` names a column of the scan,
     it holds each record's own number (e.g. the Excel sheet row) and is used as is;
-    otherwise the ingest numbers the scanned rows 1..n in order and renumbers them
-    around the rejected records, so a reader needs only to keep file order.
+    when ``sequence_column`` does, it numbers the loaded records 1..n in file order;
+    otherwise the ingest numbers the scanned rows 1..n in order (so a reader needs only to
+    keep file order). A sequence is renumbered around the rejected records.
     """
 
     columns: list[str]
@@ -37,6 +38,7 @@ class SourceScan:
     cleanup: Callable[[], None] = lambda: None
     notes: dict = field(default_factory=dict)
     ordinal_column: str | None = None
+    sequence_column: str | None = None
     # The same scan with a larger record limit, for a file where a record exceeded the default one
     # (error type LINE SIZE OVER MAXIMUM): the ingest rolls back and reads the file again with it.
     widened: Callable[[], "SourceScan"] | None = None

@@ -77,6 +77,23 @@ def test_malformed_rows_are_rejected_and_the_rest_loads(lake_env):
     assert read == loaded + rejected == 7
 
 
+def test_record_numbers_hold_across_the_parsers_batches(lake_env, monkeypatch):
+    # The parser hands rows over in Arrow batches, numbered as they arrive; with rejects scattered over
+    # several batches every loaded row must still carry its own record number (here also its code).
+    import ingest_adapters.delimited as delimited
+
+    monkeypatch.setattr(delimited, "BATCH_ROWS", 700)
+    s = lake_env
+    write_registry(s, [inst("H1")])
+    bad = {5, 699, 700, 701, 1400, 2048, 4999}
+    lines = [f"{i},x,{'y,extra' if i in bad else 'y'}" for i in range(1, 5001)]
+    put(s, "H1", "d.csv", ("KSDM,KSMC,KSLB\n" + "\n".join(lines) + "\n").encode())
+    [r] = ingest_landing()
+    assert (r.rows_read, r.rows_loaded, r.rows_rejected) == (5000, 5000 - len(bad), len(bad))
+    assert query(s, "SELECT count(*) FROM bronze.department WHERE _source_row <> department_code::INT") == [(0,)]
+    assert query(s, "SELECT source_row FROM bronze._rejects ORDER BY 1") == [(b,) for b in sorted(bad)]
+
+
 def test_a_10_mb_field_loads_whole(lake_env):
     # DuckDB's default record limit (2 MB) keeps every normal read fast; a file with a longer record
     # (here a 10 MB report text) is read again with a 64 MB limit: nothing rejected, nothing cut.
