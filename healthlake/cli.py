@@ -309,8 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--days", type=int, default=3)
     g.add_argument("--seed", type=int, default=20261123)
     g.add_argument("--out", required=True)
-    g.add_argument("--pacs", action="store_true", help="the hospitals' PACS also deliver DICOM files")
-    g.add_argument("--frontend-db", action="store_true", help="the CDC's immunisations in a front-end database")
+    g.add_argument("--pacs", action=argparse.BooleanOptionalAction, default=True,
+                   help="the hospitals' PACS deliver DICOM files (default: yes)")
+    g.add_argument("--frontend-db", action=argparse.BooleanOptionalAction, default=True,
+                   help="the CDC's immunisations go to its front-end database, pulled by the platform (default: yes)")
     g.set_defaults(func=cmd_generate)
     q = sub.add_parser("sql", help="read-only SQL over the lake")
     q.add_argument("query")

@@ -209,9 +209,9 @@ class Pacs:
         """The imaging study of a hospital encounter, if it has one (called for every new hospital
         encounter by ``services.exam_reports``; own random stream, so nothing else changes).
         The exam the main diagnosis calls for (services._EXAMS) keeps the RIS report's accession
-        number ``SQ<encounter>``, so a report of the same exam links to the study; any other
-        imaging gets ``YX<encounter>``."""
-        from synthetic.services import _EXAMS
+        number (``SQ…``), so a report of the same exam links to the study; any other imaging gets
+        ``YX…`` (services.accession_number)."""
+        from synthetic.services import _EXAMS, accession_number
 
         if inst.code not in self.institutions:
             return
@@ -221,14 +221,14 @@ class Pacs:
         exam = _EXAMS.get(main_code[:3])
         if exam is not None and exam[0] in ("放射", "超声"):
             category, item, part, _ = exam
-            accession = f"SQ{enc_id}"
+            accession = accession_number("SQ", enc_id)
         else:
             x = r.random() * sum(w for *_, w in GENERIC_EXAMS)
             for category, item, part, w in GENERIC_EXAMS:
                 x -= w
                 if x < 0:
                     break
-            accession = f"YX{enc_id}"
+            accession = accession_number("YX", enc_id)
         modality = modality_of(category, item, r)
         person_uid = p.uid
         manufacturer, model, chinese, bits, n_series, n_instances = DEVICE[modality]

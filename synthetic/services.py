@@ -180,6 +180,12 @@ _NORMAL = {"放射": ("未见明显异常征象", "未见异常"), "心电": ("�
            "超声": ("各脏器形态大小正常，回声均匀", "未见明显异常"), "内镜": ("黏膜光滑，未见溃疡及新生物", "未见异常")}
 
 
+def accession_number(prefix: str, enc_id: str) -> str:
+    """An exam's accession number: the prefix and the encounter id's digits without the century
+    (``SQ`` + ``2610011000123``), at most 16 characters, as DICOM's AccessionNumber (SH) allows."""
+    return prefix + "".join(ch for ch in enc_id if ch.isdigit())[2:]
+
+
 def exam_reports(a: "Activity", inst, p, enc_id: str, pid: str, visit_type: int, visit_at: datetime,
                  diagnoses) -> None:
     """At most one exam report per hospital encounter (inpatients usually have one)."""
@@ -194,7 +200,7 @@ def exam_reports(a: "Activity", inst, p, enc_id: str, pid: str, visit_type: int,
     findings, conclusion = (abnormal_text, abnormal_text) if abnormal else _NORMAL[category]
     rid = f"BG{enc_id}01"
     a.sink.emit(inst, "exam_report", {
-        "report_id": rid, "encounter_id": enc_id, "patient_id": pid, "accession_number": f"SQ{enc_id}",
+        "report_id": rid, "encounter_id": enc_id, "patient_id": pid, "accession_number": accession_number("SQ", enc_id),
         "exam_category": category, "exam_item_name": item, "body_part": part, "findings": findings,
         "conclusion": conclusion, "is_abnormal": "1" if abnormal else "0",
         "reported_at": _later(visit_at, r.randint(30, 300)), "reporting_practitioner_id": _doctor(a, inst, r)}, rid)

@@ -64,10 +64,19 @@ def test_format_table_handles_nulls_and_empty_results():
 
 
 def test_generate_command_writes_a_city(tmp_path):
-    out = subprocess.run([HEALTHLAKE, "generate", "--residents", "50", "--days", "1", "--seed", "3",
+    out = subprocess.run([HEALTHLAKE, "generate", "--residents", "300", "--days", "1", "--seed", "3",
                           "--out", str(tmp_path / "city")], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["institutions"] == 15
     assert (tmp_path / "city" / "registry.yaml").exists()
     assert any((tmp_path / "city" / "landing").rglob("*.csv"))
     assert (tmp_path / "city" / "truth" / "summary.json").exists()
+    # every format by default: the PACS's DICOM zips and the CDC's front-end database too
+    assert any((tmp_path / "city" / "landing").rglob("*.zip"))
+    assert "database: frontend/" in (tmp_path / "city" / "registry.yaml").read_text(encoding="utf-8")
+    out = subprocess.run([HEALTHLAKE, "generate", "--residents", "300", "--days", "1", "--seed", "3", "--no-pacs",
+                          "--no-frontend-db", "--out", str(tmp_path / "plain")], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert not any((tmp_path / "plain" / "landing").rglob("*.zip"))
+    assert "database: frontend/" not in (tmp_path / "plain" / "registry.yaml").read_text(encoding="utf-8")

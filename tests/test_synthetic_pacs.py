@@ -117,6 +117,7 @@ def test_pacs_deliveries_are_accounted_and_the_imaging_mart_equals_the_truth(lak
            "study_date, series_count, instance_count FROM emr.fct_imaging_study")}
     assert got == {k: (v["patient_id"], v["accession"], v["modality"], v["body_part"], v["date"], len(v["series"]),
                        v["instances"]) for k, v in studies.items()}
+    assert max(len(v["accession"]) for v in studies.values()) <= 16   # DICOM AccessionNumber is SH
 
     # the right person: the study's person_key is the one the hospital's patient id links to, and
     # that person's identity number is the resident's true one (when the hospital sent it correctly)
