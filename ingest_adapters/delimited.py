@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import itertools
 import os
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -35,6 +36,9 @@ _scan_ids = itertools.count(1)
 WIDE_LINE_SIZE = 64 * 1024 * 1024
 SEQUENCE = "__hl_sequence"  # 1..n over the loaded records, in file order
 BATCH_ROWS = 245760  # rows per Arrow batch between the parser and the lake (2 DuckDB vectors × 60)
+# The lake scans the batches through this many streams (UNION ALL), one per thread: a single Arrow
+# stream is scanned by one thread, and the lake's side (hashing, Parquet encoding) is the heavier one.
+STREAMS = 2
 
 
 def _sql_str(s: str) -> str:
@@ -105,7 +109,8 @@ def _scan(con: duckdb.DuckDBPyConnection, readable: Path, columns: list[str], fe
     parser = duckdb.connect()  # in memory, no extensions: read_csv is DuckDB's own
     # string views hand the parsed values over without copying them into Arrow's contiguous buffers
     parser.execute("SET enable_progress_bar = false; SET produce_arrow_string_view = true")
-    name = f"_hl_csv_{next(_scan_ids)}"
+    n = next(_scan_ids)
+    names = [f"_hl_csv_{n}_{i}" for i in range(STREAMS)]
     schema = pa.schema([pa.field(c, pa.string_view()) for c in columns] + [pa.field(SEQUENCE, pa.int64())])
 
     def numbered():
@@ -115,7 +120,18 @@ def _scan(con: duckdb.DuckDBPyConnection, readable: Path, columns: list[str], fe
                 batch.columns + [pa.array(np.arange(loaded + 1, loaded + 1 + batch.num_rows))], schema=schema)
             loaded += batch.num_rows
 
-    con.register(name, pa.RecordBatchReader.from_batches(schema, numbered()))
+    batches, lock = numbered(), threading.Lock()
+
+    def stream():  # each stream takes the next numbered batch, whichever asks first
+        while True:
+            with lock:
+                batch = next(batches, None)
+            if batch is None:
+                return
+            yield batch
+
+    for name in names:
+        con.register(name, pa.RecordBatchReader.from_batches(schema, stream()))
 
     def rejects(_con: duckdb.DuckDBPyConnection) -> list[Reject]:
         rows = parser.execute(
@@ -127,15 +143,17 @@ def _scan(con: duckdb.DuckDBPyConnection, readable: Path, columns: list[str], fe
                 for line, raw, etype, msg in rows]
 
     def release():
-        try:
-            con.unregister(name)
-        except duckdb.Error:
-            pass
+        for name in names:
+            try:
+                con.unregister(name)
+            except duckdb.Error:
+                pass
         parser.close()
 
     def close():
         release()
         cleanup()
 
-    return SourceScan(columns=columns, from_sql=name, rejects=rejects, replaced_bytes=replaced,
+    from_sql = "(" + " UNION ALL ".join(f"SELECT * FROM {name}" for name in names) + ")"
+    return SourceScan(columns=columns, from_sql=from_sql, rejects=rejects, replaced_bytes=replaced,
                       cleanup=close, notes=notes, sequence_column=SEQUENCE), release
