@@ -38,7 +38,8 @@ def person_key(anchor: str, key_secret: str) -> str:
     return hmac.new(key_secret.encode("utf-8"), anchor.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
-def assign_keys(con, key_secret: str, previous: pa.Table | None) -> tuple[pa.Table, list[tuple[str, str]]]:
+def assign_keys(con, key_secret: str, previous: pa.Table | None,
+                used: str | None = None) -> tuple[pa.Table, list[tuple[str, str]]]:
     """person_key for every identity of ``empi_links`` (in ``con``), honouring ``previous``
     (identity_key, person_key, assigned_at order). Returns (identity_key, person_key, is_new) and the
     (retired_key, surviving_key) merges of this run.
@@ -48,7 +49,8 @@ def assign_keys(con, key_secret: str, previous: pa.Table | None) -> tuple[pa.Tab
     identities, then the smallest cluster id), each owning cluster's key (the old key given first;
     its other old keys are merged into it). Only the clusters owning no old key — all of them on the
     first run, the new persons on a later one — get a new key in Python (HMAC, and a key already
-    used is never given twice)."""
+    used is never given twice). ``used``: a relation in ``con`` (column person_key) of every key the
+    crosswalk holds, when ``previous`` is only part of it (the identities a delivery touched)."""
     n = previous.num_rows if previous is not None else 0
     con.register("__keys_previous", pa.table({
         "identity_key": previous.column("identity_key") if n else pa.array([], pa.string()),
@@ -77,19 +79,23 @@ def assign_keys(con, key_secret: str, previous: pa.Table | None) -> tuple[pa.Tab
             GROUP BY o.cluster_id""")
         merges = [(old, owned[0]) for owned in (r[0] for r in con.execute(
             "SELECT owned FROM __keys_owned WHERE len(owned) > 1 ORDER BY cluster_id").fetchall()) for old in owned[1:]]
-        used = {r[0] for r in con.execute(   # the keys the crosswalk holds (an identity's last one)
-            "SELECT DISTINCT arg_max(person_key, pos) FROM __keys_previous GROUP BY identity_key").fetchall()}
         fresh = con.execute("""
             SELECT cluster_id, min(id18) FILTER (WHERE id18 <> '') AS id18, min(identity_key) AS identity_key
             FROM __keys_members
             WHERE cluster_id NOT IN (SELECT cluster_id FROM __keys_owned)
             GROUP BY cluster_id ORDER BY cluster_id""").fetchall()
+        candidates = [[person_key(a, key_secret) for a in ([f"id:{id18}"] if id18 else []) + [f"identity:{first}"]]
+                      for _, id18, first in fresh]
+        con.register("__keys_candidates", pa.table({"person_key": pa.array(
+            sorted({k for ks in candidates for k in ks}), pa.string())}))
+        used_sql = used or "SELECT arg_max(person_key, pos) AS person_key FROM __keys_previous GROUP BY identity_key"
+        used_keys = {r[0] for r in con.execute(   # the candidates the crosswalk holds (an identity's last key)
+            f"SELECT person_key FROM __keys_candidates SEMI JOIN ({used_sql}) u USING (person_key)").fetchall()}
+        con.unregister("__keys_candidates")
         new_c, new_k = [], []
-        for c, id18, first_identity in fresh:
-            anchors = ([f"id:{id18}"] if id18 else []) + [f"identity:{first_identity}"]
-            key = next((person_key(a, key_secret) for a in anchors if person_key(a, key_secret) not in used),
-                       person_key(f"cluster:{c}", key_secret))
-            used.add(key)
+        for (c, _, _), anchors in zip(fresh, candidates):
+            key = next((k for k in anchors if k not in used_keys), person_key(f"cluster:{c}", key_secret))
+            used_keys.add(key)
             new_c.append(c)
             new_k.append(key)
         con.register("__keys_fresh", pa.table({"cluster_id": pa.array(new_c, pa.string()),

@@ -161,7 +161,7 @@ class Previous:
 
 def link(con: duckdb.DuckDBPyConnection, source: str, *, upper: float = UPPER, lower: float = LOWER,
          decisions: pa.Table | None = None, seed: int = 42, previous: Previous | None = None,
-         model: dict | None = None) -> LinkResult:
+         model: dict | None = None, tf_rest: str | None = None) -> LinkResult:
     """Link the identities of relation ``source`` (see ``empi.standardise`` for its columns).
 
     Full linkage (``previous`` None): every identity standardised, the model trained (or ``model``,
@@ -173,7 +173,9 @@ def link(con: duckdb.DuckDBPyConnection, source: str, *, upper: float = UPPER, l
     model; the previous run's pairs between two clean identities are kept as they were. Clustering
     then runs on all pairs, exactly as in a full linkage, so the result is the full linkage's with
     the same model (term frequencies aside: they are counted over all identities, and kept pairs
-    keep the weights of their run)."""
+    keep the weights of their run). ``tf_rest`` (incremental only): the term-frequency columns of
+    identities outside ``source``, counted too (``empi.lake`` links only the identities a delivery
+    touched, with their neighbours)."""
     if not 0 < lower <= upper < 1:
         raise ValueError(f"thresholds must satisfy 0 < lower ≤ upper < 1, got lower={lower}, upper={upper}")
     from empi.model import predict_incremental, train_and_predict
@@ -198,7 +200,8 @@ def link(con: duckdb.DuckDBPyConnection, source: str, *, upper: float = UPPER, l
         dirty = con.execute("SELECT count(*) FROM empi_dirty").fetchone()[0]
         info = {**previous.model, "incremental": True, "dirty": dirty}
         if dirty and n > 1:
-            pairs = predict_incremental(con, "empi_std", "empi_dirty", previous.model["settings"], lower)
+            pairs = predict_incremental(con, "empi_std", "empi_dirty", previous.model["settings"], lower,
+                                        tf_rest=tf_rest)
     else:
         residue = con.execute("SELECT count(*) FROM empi_std WHERE det_key IS NULL").fetchone()[0]
         if residue and n > 1:

@@ -256,12 +256,15 @@ def _tf_columns(model_settings: dict) -> list[str]:
 
 
 def predict_incremental(con: duckdb.DuckDBPyConnection, table: str, dirty: str, model_settings: dict,
-                        lower: float) -> str:
+                        lower: float, tf_rest: str | None = None) -> str:
     """Score the blocked pairs of ``table`` that involve an identity of ``dirty`` (identity_key),
     with a saved model, on DuckDB: Splink's ``predict_within`` (dirty × dirty) and
     ``predict_between`` (dirty × the rest), the same AND-equality blocking rules. Term
-    frequencies are counted over the whole ``table``, as a full prediction counts them.
-    Returns the name of the pairs table (as ``train_and_predict``)."""
+    frequencies are counted over the whole ``table``, as a full prediction counts them, and over
+    ``tf_rest`` too when given (the term-frequency columns of the identities not in ``table``: a run
+    over the identities a delivery touched counts names and phones over everyone, as Splink's
+    ``compute_tf_table`` would on all of them). Returns the name of the pairs table (as
+    ``train_and_predict``)."""
     from splink import DuckDBAPI, Linker
 
     for name in ("splink", "splink.internals"):
@@ -273,7 +276,15 @@ def predict_incremental(con: duckdb.DuckDBPyConnection, table: str, dirty: str, 
     db = DuckDBAPI(connection=con)
     linker = Linker(db.register(table), model_settings, log_level=logging.WARNING)
     for col in _tf_columns(model_settings):
-        linker.table_management.compute_tf_table(col)
+        if tf_rest is None:
+            linker.table_management.compute_tf_table(col)
+            continue
+        # Splink's own SQL (term_frequencies_for_single_column_sql) over table ∪ tf_rest
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE __empi_tf_{col} AS
+                        WITH v AS (SELECT {col} FROM {table} UNION ALL SELECT {col} FROM {tf_rest})
+                        SELECT {col}, cast(count(*) as float8) / (select count({col}) as total from v) AS tf_{col}
+                        FROM v WHERE {col} IS NOT NULL GROUP BY {col}""")
+        linker.table_management.register_term_frequency_lookup(db.register(f"__empi_tf_{col}"), col)
     new = db.register("__empi_dirty_rows")
     within = linker.inference.predict_within(new, threshold_match_probability=lower, warning_mode="never")
     parts = [f"SELECT * FROM {within.physical_name}"]

@@ -358,3 +358,56 @@ def test_a_state_from_before_the_mothers_id_is_relinked_in_full_and_keys_stay():
     assert "mother_id18" in {r[0] for r in con.execute("DESCRIBE lake.empi.identity_std").fetchall()}
     after = dict(con.execute("SELECT identity_key, person_key FROM lake.empi.identity_person").fetchall())
     assert all(after[k] == v for k, v in before.items())
+
+
+def test_an_incremental_run_reads_and_rewrites_only_the_clusters_it_touches():
+    """A delivery of 2 %: the run links the new identities, those they block with and the clusters
+    they touch (the scope), and leaves every other row of the state where it was (same row ids);
+    its crosswalk, methods, probabilities, pairs and review queue are the full re-link's."""
+    con, full = _lake(), _lake()
+    src = "SELECT identity_key, id_type_code, id_number, name, sex_code, birth_date, phone, address_division_code, " \
+          "address_text FROM {}"
+    for c in (con, full):
+        _delivery(c, 1500, share=50)
+        c.execute(f"CREATE TABLE memory.main.src AS {src.format('first')}")
+        run_in_lake(c, "memory.main.src", "lake", key_secret=SECRET)
+        c.execute(f"CREATE OR REPLACE TABLE memory.main.src AS {src.format('identities')}")
+        c.execute("UPDATE memory.main.src SET phone = '13000000000' WHERE identity_key = (SELECT min(identity_key) FROM first)")
+        c.execute("DELETE FROM memory.main.src WHERE identity_key = (SELECT max(identity_key) FROM first)")
+    tables = {"identity_person": "identity_key", "identity_std": "identity_key",
+              "link_edge": "identity_key_l || identity_key_r", "review_queue": "identity_key_l || coalesce(identity_key_r, '')"}
+
+    def rowids():
+        return {t: dict(con.execute(f"SELECT {k}, rowid FROM lake.empi.{t}").fetchall()) for t, k in tables.items()}
+
+    before = rowids()
+    touched, inc = run_in_lake(con, "memory.main.src", "lake", key_secret=SECRET, touched_only=True)
+    full_out, _ = run_in_lake(full, "memory.main.src", "lake", key_secret=SECRET, full=True)
+    after = rowids()
+    log = json.loads(con.execute("SELECT seconds FROM lake.empi.run_log ORDER BY run_at DESC LIMIT 1").fetchone()[0])
+    new = con.execute("SELECT count(*) FROM identities ANTI JOIN first USING (identity_key)").fetchone()[0]
+    assert log["mode"] == "incremental" and new < log["scope"] < inc.identities / 5, (new, log)
+    assert touched.num_rows == log["scope"] - 1      # the withdrawn identity is in the scope, not in the result
+    scope = set(touched.column("identity_key").to_pylist())
+    for t in ("identity_person", "identity_std"):    # outside the scope every row is where it was
+        kept = {k for k, r in after[t].items() if before[t].get(k) == r}
+        assert set(after[t]) - kept <= scope, t
+        assert len(kept) >= len(after[t]) - len(scope)
+    for t in ("link_edge", "review_queue"):
+        rewritten = [k for k, r in after[t].items() if before[t].get(k) != r]
+        assert all(k[:32] in scope or k[32:] in scope for k in rewritten), t
+        assert len(rewritten) <= len(after[t]) / 4, t
+    full_rows = {r[0]: r for r in zip(*full_out.to_pydict().values())}
+    assert all(full_rows[r[0]] == r for r in zip(*touched.to_pydict().values()))
+    for t, cols in (("identity_std", "identity_key, input_hash, std_hash"),
+                    ("link_edge", "identity_key_l, identity_key_r, round(match_probability, 9)"),
+                    ("identity_person", "identity_key, person_key, match_method, round(match_probability, 9)"),
+                    ("review_queue", "identity_key_l, identity_key_r, round(match_probability, 9), reason, "
+                                     "person_key_l, person_key_r")):
+        a = con.execute(f"SELECT {cols} FROM lake.empi.{t} ORDER BY ALL").fetchall()
+        assert a == full.execute(f"SELECT {cols} FROM lake.empi.{t} ORDER BY ALL").fetchall(), t
+    runs = [con.execute("SELECT identities, persons, by_method, review_pairs FROM lake.empi.run_log "
+                        "ORDER BY run_at DESC LIMIT 1").fetchone(),
+            full.execute("SELECT identities, persons, by_method, review_pairs FROM lake.empi.run_log "
+                         "ORDER BY run_at DESC LIMIT 1").fetchone()]
+    assert runs[0] == runs[1]                       # the whole population's figures, as a full run counts them
