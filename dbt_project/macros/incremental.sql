@@ -16,10 +16,31 @@
     a full refresh re-derives everything, e.g. after a change of the linkage rules.
 -#}
 
+{#- The batches a staging model holds, as a query on one column. A staging model over bronze keeps
+    every bronze row its quality-gate filter lets through (test_staging_keeps_every_bronze_row), so
+    its batches are its bronze source's batches under that filter: read from the bronze table's
+    _batch_id column they cost a column scan, where `select distinct _batch_id` from the view costs
+    the view's joins on code columns over every row (0.9 s of CPU for stg_bronze__persons in a
+    100k-resident city, 0.03 s from bronze). Any other relation is read as it is. Metadata only: the
+    rows themselves are still read through staging. -#}
+{% macro staging_batches(staging_relation) -%}
+    {%- set node = graph.nodes.get('model.' ~ project_name ~ '.' ~ staging_relation.identifier) if execute else none -%}
+    {%- set sources = node.sources if node else [] -%}
+    {%- if sources | length == 1 and sources[0][0] == 'bronze' -%}
+        {%- set src = graph.sources['source.' ~ project_name ~ '.' ~ sources[0][0] ~ '.' ~ sources[0][1]] -%}
+        select distinct _batch_id from {{ api.Relation.create(database=src.database, schema=src.schema,
+                                                              identifier=src.identifier or src.name) }}
+        where {{ quality_gate_filter() }}
+    {%- else -%}
+        select distinct _batch_id from {{ staging_relation }}
+    {%- endif -%}
+{%- endmacro %}
+
+
 {#- seen_relation: the table whose rows say which batches were built already (the fact itself, or
     for another data set the mart built from it in the previous run). -#}
 {% macro new_batches(staging_relation, seen_relation=none) -%}
-    select distinct _batch_id from {{ staging_relation }}
+    {{ staging_batches(staging_relation) }}
     except
     select distinct _batch_id from {{ seen_relation or this }}
 {%- endmacro %}
@@ -90,8 +111,8 @@ qualify row_number() over (
     {%- if not execute -%}
         {{ return("(null)") }}
     {%- endif -%}
-    {%- set found = run_query("select distinct _batch_id from " ~ staging_relation
-                              ~ " where _batch_id is not null except " ~ seen_sql) -%}
+    {%- set found = run_query("select _batch_id from (" ~ staging_batches(staging_relation)
+                              ~ ") where _batch_id is not null except " ~ seen_sql) -%}
     {%- set quoted = [] -%}
     {%- for b in found.columns[0].values() | sort -%}
         {%- do quoted.append("'" ~ (b | replace("'", "''")) ~ "'") -%}

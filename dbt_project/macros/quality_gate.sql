@@ -36,9 +36,22 @@
 {% endmacro %}
 
 
+{#- Asked once per dbt invocation (every staging model and every batch lookup asks): the answer is
+    kept in the invocation's graph dict. duckdb_tables() loads the statistics of every table of the
+    lake (0.6-0.9 s of CPU after each commit on a 100k-resident lake); duckdb_schemas() does not, so
+    a lake without a quality schema is answered by it alone. -#}
 {% macro quality_gate_table_exists() %}
-    {%- set found = run_query(
-        "select count(*) from duckdb_tables() where database_name = '" ~ target.database
-        ~ "' and schema_name = 'quality' and table_name = 'batch_gate'").columns[0].values()[0] -%}
-    {{- return(found > 0) -}}
+    {%- set memo = '__healthlake_quality_gate_table_exists' -%}
+    {%- if memo not in graph -%}
+        {%- set found = run_query(
+            "select count(*) from duckdb_schemas() where database_name = '" ~ target.database
+            ~ "' and schema_name = 'quality'").columns[0].values()[0] > 0 -%}
+        {%- if found -%}
+            {%- set found = run_query(
+                "select count(*) from duckdb_tables() where database_name = '" ~ target.database
+                ~ "' and schema_name = 'quality' and table_name = 'batch_gate'").columns[0].values()[0] > 0 -%}
+        {%- endif -%}
+        {%- do graph.update({memo: found}) -%}
+    {%- endif -%}
+    {{- return(graph[memo]) -}}
 {% endmacro %}

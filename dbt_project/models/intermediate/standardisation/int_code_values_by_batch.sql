@@ -16,7 +16,7 @@
     yet counted -#}
 {%- set seen -%}
     {%- for m in code_value_models() %}
-    select distinct _batch_id from {{ ref(m) }}
+    {{ staging_batches(ref(m)) }}
     union
     {%- endfor %}
     select null where false
