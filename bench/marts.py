@@ -13,9 +13,11 @@ read), the seeds are loaded, then
          changed: incrementally the large facts fct_encounter, fct_lab_result, fct_medication_order
          (by batch), int_identities_unioned and dim_health_record (only the new batches' rows are
          parsed: a literal batch list pushed into the bronze scan), the EMPI int_identities_linked
-         (only new and changed identities are linked, against the existing persons) and
-         int_code_values_by_batch (unmapped_code and IND12 sum its per-batch counts); views whose SQL
-         did not change are left alone (macros/view_unchanged.sql); the other tables rebuild.
+         (the new batches' identities, those they block with and the clusters they touch are read,
+         linked and written back; nothing else of the EMPI's state), person_timeline (the persons
+         whose events changed) and int_code_values_by_batch (unmapped_code and IND12 sum its
+         per-batch counts); views whose SQL did not change are left alone
+         (macros/view_unchanged.sql); the other tables rebuild.
 
 Printed: full and delta wall and CPU time (user + sys of dbt: wall times are inflated on a shared
 machine), each split into views, tables, incremental models (dbt's per-model timing) and the time
@@ -161,6 +163,21 @@ def build_city(root: Path, residents: int):
                 os.environ[k] = v
 
 
+def empi_scope(s) -> str:
+    """The EMPI's last run as its run log tells it: mode, dirty identities, scope read and linked."""
+    from healthlake.lake import connect
+
+    con = connect(s, read_only=True)
+    try:
+        identities, seconds = con.execute("SELECT identities, seconds FROM empi.run_log ORDER BY run_at DESC LIMIT 1"
+                                          ).fetchone()
+    finally:
+        con.close()
+    sec = json.loads(seconds)
+    return (f"EMPI {sec['mode']}: {sec.get('dirty', 0):,} dirty identities, scope {sec.get('scope', identities):,} "
+            f"(+{sec.get('context', 0):,} context) of {identities:,} linked and written back")
+
+
 def full_build(s) -> Run:
     _dbt(s, "seed")
     return _dbt(s, "run", "--full-refresh")
@@ -178,6 +195,7 @@ def main() -> None:
         share_delta = sum(delta.models.get(m, 0) for m in LARGE_FACTS)
         print(f"full rebuild of the marts (dbt run --full-refresh, {len(full.models)} models): {full.summary()}")
         print(f"1 % daily delta ({added:,} rows in new batches), dbt run: {delta.summary()}")
+        print("  " + empi_scope(s))
         print(f"  large facts {', '.join(LARGE_FACTS)}: {share_full:.1f} s in the full rebuild, "
               f"{share_delta:.1f} s incrementally")
         slowest = sorted(delta.models.items(), key=lambda kv: -kv[1])[:8]
@@ -196,6 +214,7 @@ def main() -> None:
             added_b = _delta(sb)
             delta_b = _dbt(sb, "run")
             print(f"1 % daily delta at {BIG:,} residents ({added_b:,} rows in new batches), dbt run: {delta_b.summary()}")
+            print("  " + empi_scope(sb))
             slowest = sorted(delta_b.models.items(), key=lambda kv: -kv[1])[:8]
             print("  slowest models of the delta run: " + ", ".join(f"{m} {t:.1f} s" for m, t in slowest))
             print(f"RATIO marts_delta_big = {delta_b.wall / full_b.wall:.3f} of a full rebuild's wall time, "

@@ -59,17 +59,23 @@ def model(dbt, session):
                            person_key=pick.format("person_key", "person_key"),
                            match_method=pick.format("match_method", "match_method"),
                            match_probability=pick.format("match_probability", "match_probability"))
+    # the rows held for those identities, read once
+    session.execute(f"""
+        create or replace temp table __empi_held as
+        select * from {this}
+        where identity_key in (select identity_key from __empi_links union select identity_key from __empi_changed)
+    """)
     session.execute(f"""
         create or replace temp table __empi_rows as
-        with keys as (select identity_key from __empi_links union select identity_key from __empi_changed)
         select {cols}
-        from (select * from __empi_identities_view semi join keys using (identity_key)) u
+        from (select * from __empi_identities_view
+              where identity_key in (select identity_key from __empi_links
+                                     union select identity_key from __empi_changed)) u
         left join __empi_links l using (identity_key)
-        left join {this} t using (identity_key)
+        left join __empi_held t using (identity_key)
     """)
     gone = session.execute(f"SELECT count(*) FROM {this} ANTI JOIN __empi_identities_view USING (identity_key)"
                            ).fetchone()[0]
     if gone:   # identities no longer sent
         session.execute(f"DELETE FROM {this} WHERE identity_key NOT IN (SELECT identity_key FROM __empi_identities_view)")
-    return session.sql(f"SELECT * FROM __empi_rows EXCEPT "
-                       f"SELECT * FROM {this} SEMI JOIN __empi_rows USING (identity_key)")
+    return session.sql("SELECT * FROM __empi_rows EXCEPT SELECT * FROM __empi_held")
