@@ -171,18 +171,21 @@ def split_table(table: str) -> tuple[str, str]:
 
 
 def lake_connection_creator(settings: Settings | None = None, schema: str | None = None,
-                            read_only: bool = True) -> Callable[[], object]:
+                            read_only: bool = True, lake_con=None) -> Callable[[], object]:
     """A SQLAlchemy ``creator``: a DuckDB connection with the lake attached, in ``lake.<schema>``.
 
     Returns duckdb-engine's ``ConnectionWrapper`` (what its own ``Dialect.connect`` returns), so
     duckdb-engine's cursor handling is kept, in autocommit mode (see ``_AutocommitConnection``).
+    ``lake_con``: an open lake connection to share: each GX connection is then a cursor of it (same
+    DuckDB database, lake already attached) instead of a new database that loads the extensions and
+    attaches the catalog again (about 0.6 s of CPU per connection, two per validated table).
     """
     s = settings or load_settings()
     if schema is not None and not _IDENT.match(schema):
         raise QualityError(f"schema must be a plain identifier, got {schema!r}")
 
     def create():
-        con = connect(s, read_only=read_only)
+        con = lake_con.cursor() if lake_con is not None else connect(s, read_only=read_only)
         try:
             if schema is not None:
                 con.execute(f'USE {LAKE}."{schema}"')
@@ -222,11 +225,13 @@ def get_context():
 
 
 @contextlib.contextmanager
-def lake_batch(table: str, settings: Settings | None = None, context=None) -> Iterator[gx.datasource.fluent.Batch]:
+def lake_batch(table: str, settings: Settings | None = None, context=None,
+               lake_con=None) -> Iterator[gx.datasource.fluent.Batch]:
     """A GX Batch of a whole lake table (``'<schema>.<table>'``), evaluated in DuckDB.
 
     One read-only DuckDB connection (lake attached, ``USE lake.<schema>``) serves every
-    expectation validated on the batch; it is closed when the ``with`` block ends.
+    expectation validated on the batch; it is closed when the ``with`` block ends. With ``lake_con``
+    (an open lake connection) that connection is a cursor of it (see ``lake_connection_creator``).
 
         with lake_batch("population.dim_person") as batch:
             result = batch.validate(gx.expectations.ExpectColumnValuesToNotBeNull(column="person_key"))
@@ -240,7 +245,7 @@ def lake_batch(table: str, settings: Settings | None = None, context=None) -> It
     datasource = context.data_sources.add_sql(
         name=ds_name,
         connection_string=_CONNECTION_STRING,
-        kwargs={"creator": lake_connection_creator(settings, schema)},
+        kwargs={"creator": lake_connection_creator(settings, schema, lake_con=lake_con)},
     )
     try:
         asset = datasource.add_table_asset(name=name, table_name=name)

@@ -165,14 +165,18 @@ def _interpret(table: str, rule: Rule, gx_result, row_count: int) -> RuleResult:
 
 
 def run_table_rules(table: str, rules: str | Path | RuleFile | Iterable[Rule | Mapping[str, Any]],
-                    settings: Settings | None = None, context=None, *, docs_run_id: str | None = None) -> list[RuleResult]:
+                    settings: Settings | None = None, context=None, *, docs_run_id: str | None = None,
+                    lake_con=None, refresh_reference: bool = True) -> list[RuleResult]:
     """Evaluate ``rules`` on lake table ``table`` ('<schema>.<table>'); one RuleResult per rule, in order.
 
     ``rules`` is a rules file path, a loaded RuleFile, or a list of Rule objects / rule dicts. All
     rules run as one GX suite on one read-only DuckDB connection (GX bundles the column metrics of a
     table into few scans); a rule that fails to evaluate is ERROR and the others still run.
     ``docs_run_id``: also write this validation's GX Data Docs page (self-contained, see
-    ``quality.data_docs``) under that run id.
+    ``quality.data_docs``) under that run id. ``lake_con``: an open lake connection (read-only is
+    enough with ``refresh_reference=False``) that GX's connections are cursors of, instead of new
+    connections: several tables in a row share one. ``refresh_reference=False``: the caller already
+    refreshed the reference tables in this run.
     """
     import great_expectations as gx
 
@@ -183,7 +187,8 @@ def run_table_rules(table: str, rules: str | Path | RuleFile | Iterable[Rule | M
     if not rules:
         return []
     if schema == "bronze" or any("quality.ref_" in str(r.kwargs.get("unexpected_rows_query", "")) for r in rules):
-        _ensure_reference(settings)
+        if refresh_reference:
+            _ensure_reference(settings, lake_con)
 
     results: dict[str, RuleResult] = {}
     expectations = {}
@@ -196,7 +201,7 @@ def run_table_rules(table: str, rules: str | Path | RuleFile | Iterable[Rule | M
         min_value=0, meta={"rule_id": _ROW_COUNT_ID})
 
     try:
-        with lake_batch(table, settings=settings, context=context or get_context()) as batch:
+        with lake_batch(table, settings=settings, context=context or get_context(), lake_con=lake_con) as batch:
             suite = gx.ExpectationSuite(name=f"healthlake:{table}", expectations=list(expectations.values()))
             outcome = batch.validate(suite, result_format=_RESULT_FORMAT)
             by_id = {r.expectation_config.meta.get("rule_id"): r for r in outcome.results}
@@ -237,7 +242,7 @@ def run_table_rules(table: str, rules: str | Path | RuleFile | Iterable[Rule | M
     return [results[r.id] for r in rules]
 
 
-def _ensure_reference(settings: Settings | None) -> None:
+def _ensure_reference(settings: Settings | None, con=None) -> None:
     """The bronze rules (and a few mart rules) join to ``lake.quality.ref_*`` (quality/reference.py): create or
     refresh them.
 
@@ -247,8 +252,11 @@ def _ensure_reference(settings: Settings | None) -> None:
     from quality.reference import sync_reference
 
     try:
-        with contextlib.closing(connect(settings or load_settings())) as con:
+        if con is not None:
             sync_reference(con, settings)
+            return
+        with contextlib.closing(connect(settings or load_settings())) as own:
+            sync_reference(own, settings)
     except Exception as e:  # noqa: BLE001 - reported per rule if it matters
         log.warning("quality: could not refresh the reference tables: %s", _short(e))
 
