@@ -46,10 +46,12 @@
 {%- endmacro %}
 
 
+{#- The new batches as a literal list (new_batch_literals): pushed into the bronze scan, so only
+    their rows are parsed to find the touched keys. -#}
 {% macro touched_keys(staging_relation, key_columns, extra_keys_sql=none, seen_relation=none) -%}
     select distinct {{ key_columns | join(', ') }}
     from {{ staging_relation }}
-    where _batch_id in ({{ new_batches(staging_relation, seen_relation) }})
+    where _batch_id in {{ new_batch_literals(staging_relation, 'select distinct _batch_id from ' ~ (seen_relation or this)) }}
     {%- for k in key_columns %}
       and {{ k }} is not null
     {%- endfor %}
