@@ -5,6 +5,8 @@ For every batch: rows_read = rows_loaded + rows_rejected.
 
 from __future__ import annotations
 
+import contextlib
+
 import duckdb
 
 from ingest_adapters.registry import Registry
@@ -50,8 +52,31 @@ def sync_institutions(con: duckdb.DuckDBPyConnection, registry: Registry) -> Non
         raise
 
 
+# connection id → {(institution, feed, sha256): batch id} loaded when ``known_loaded`` began
+_known: dict[int, dict[tuple[str, str, str], str]] = {}
+
+
+@contextlib.contextmanager
+def known_loaded(con: duckdb.DuckDBPyConnection):
+    """Within the block, ``loaded_batch`` on ``con`` answers "already loaded" for the content loaded
+    before the block from one query, instead of one lake query per file (~30-50 ms each on the
+    DuckLake catalog: most of a re-run over an unchanged landing zone of hundreds of files).
+    Only that positive answer is cached: a loaded batch stays loaded. Content not loaded then is
+    still looked up in the lake, so a concurrent writer's load is seen as before."""
+    rows = con.execute("SELECT institution_code, feed, sha256, min(batch_id) FROM ops.ingest_batch "
+                       "WHERE status = 'loaded' GROUP BY ALL").fetchall()
+    _known[id(con)] = {(i, f, s): b for i, f, s, b in rows}
+    try:
+        yield
+    finally:
+        _known.pop(id(con), None)
+
+
 def loaded_batch(con: duckdb.DuckDBPyConnection, institution: str, feed: str, sha256: str) -> str | None:
     """The batch id that already loaded this content for this feed, if any."""
+    known = _known.get(id(con), {}).get((institution, feed, sha256))
+    if known is not None:
+        return known
     row = con.execute("SELECT batch_id FROM ops.ingest_batch WHERE institution_code = ? AND feed = ? "
                       "AND sha256 = ? AND status = 'loaded' LIMIT 1", [institution, feed, sha256]).fetchone()
     return row[0] if row else None

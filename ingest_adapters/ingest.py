@@ -288,7 +288,10 @@ def ingest_landing(s: Settings | None = None, registry: Registry | None = None,
     try:
         ensure_bronze_tables(con)
         sync_institutions(con, registry)
-        return [ingest_file(con, registry, p, s) for p in landing_files(s.landing)]
+        from ingest_adapters.bookkeeping import known_loaded
+
+        with known_loaded(con):  # content loaded before: one query, not one per file
+            return [ingest_file(con, registry, p, s) for p in landing_files(s.landing)]
     finally:
         if own:
             release(con)
