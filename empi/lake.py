@@ -107,6 +107,10 @@ def run_in_lake(con: duckdb.DuckDBPyConnection, source: str, db: str, *, upper: 
     ``touched_only`` — return the rows of the touched identities only (every other identity's
     person, method and probability are those of the previous run)."""
     key_secret = key_secret or load_secret()
+    # the run's time (run_log.run_at, the crosswalk's assigned_at) is taken before the steward
+    # decisions are read: a decision made while this run links is newer than it, and the next
+    # incremental run takes it up
+    now = datetime.now(timezone.utc)
     ensure_state(con, db)
     n = con.execute(f"SELECT count(*) FROM {source}").fetchone()[0]
     decisions = con.execute(f"""SELECT identity_key_l, identity_key_r, arg_max(decision, decided_at) AS decision
@@ -115,10 +119,10 @@ def run_in_lake(con: duckdb.DuckDBPyConnection, source: str, db: str, *, upper: 
     if model is not None:
         try:
             return _incremental(con, source, db, model, decisions, upper=upper, lower=lower, key_secret=key_secret,
-                                changed=changed, touched_only=touched_only, n=n)
+                                changed=changed, touched_only=touched_only, n=n, now=now)
         except _StateMismatch:
             pass   # the state's columns are not this code's (an upgrade): re-link everything
-    return _full(con, source, db, decisions, upper=upper, lower=lower, key_secret=key_secret)
+    return _full(con, source, db, decisions, upper=upper, lower=lower, key_secret=key_secret, now=now)
 
 
 def _add_crosswalk_columns(con: duckdb.DuckDBPyConnection, db: str) -> None:
@@ -178,7 +182,7 @@ _REVIEW_SQL = """
 
 
 def _full(con: duckdb.DuckDBPyConnection, source: str, db: str, decisions: pa.Table, *, upper: float,
-          lower: float, key_secret: str) -> tuple[pa.Table, LinkResult]:
+          lower: float, key_secret: str, now: datetime) -> tuple[pa.Table, LinkResult]:
     """Every identity standardised and scored, the model retrained; keys from the crosswalk."""
     have = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
     cols = ", ".join(c if c in have else f"NULL::VARCHAR AS {c}" for c in _INPUT)
@@ -202,7 +206,6 @@ def _full(con: duckdb.DuckDBPyConnection, source: str, db: str, decisions: pa.Ta
         review = local.execute(_REVIEW_SQL).fetch_arrow_table()
     finally:
         local.close()
-    now = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     _add_crosswalk_columns(con, db)
     con.register("__empi_out", out)
@@ -249,8 +252,8 @@ def _pull(con: duckdb.DuckDBPyConnection, local: duckdb.DuckDBPyConnection, sql:
 
 
 def _incremental(con: duckdb.DuckDBPyConnection, source: str, db: str, model: dict, decisions: pa.Table, *,
-                 upper: float, lower: float, key_secret: str, changed: str | None, touched_only: bool, n: int
-                 ) -> tuple[pa.Table, LinkResult]:
+                 upper: float, lower: float, key_secret: str, changed: str | None, touched_only: bool, n: int,
+                 now: datetime) -> tuple[pa.Table, LinkResult]:
     """Link what a delivery touched, read and write only that.
 
     1. The new or changed identities (input hash unlike the state's) and the withdrawn ones, the
@@ -446,7 +449,6 @@ def _incremental(con: duckdb.DuckDBPyConnection, source: str, db: str, model: di
     finally:
         local.close()
 
-    now = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     con.register("__empi_out", out)
     con.register("__empi_std_new", std_new)

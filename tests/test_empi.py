@@ -411,3 +411,50 @@ def test_an_incremental_run_reads_and_rewrites_only_the_clusters_it_touches():
             full.execute("SELECT identities, persons, by_method, review_pairs FROM lake.empi.run_log "
                          "ORDER BY run_at DESC LIMIT 1").fetchone()]
     assert runs[0] == runs[1]                       # the whole population's figures, as a full run counts them
+
+
+def test_a_crosswalk_from_before_methods_were_kept_is_relinked_in_full_and_keys_stay():
+    """An upgrade: empi.identity_person without match_method / match_probability. The next run is
+    full (it adds and fills them, every key kept); the run after it is incremental."""
+    con = _lake()
+    _delivery(con, 1500, share=10)
+    src = "SELECT identity_key, id_type_code, id_number, name, sex_code, birth_date, phone, address_division_code, " \
+          "address_text FROM {}"
+    con.execute(f"CREATE TABLE memory.main.src AS {src.format('first')}")
+    run_in_lake(con, "memory.main.src", "lake", key_secret=SECRET)
+    before = dict(con.execute("SELECT identity_key, person_key FROM lake.empi.identity_person").fetchall())
+    for col in ("match_method", "match_probability"):
+        con.execute(f"ALTER TABLE lake.empi.identity_person DROP COLUMN {col}")
+    con.execute(f"CREATE OR REPLACE TABLE memory.main.src AS {src.format('identities')}")
+    run_in_lake(con, "memory.main.src", "lake", key_secret=SECRET)
+    run_in_lake(con, "memory.main.src", "lake", key_secret=SECRET)
+    modes = [json.loads(s)["mode"] for (s,) in con.execute("SELECT seconds FROM lake.empi.run_log ORDER BY run_at").fetchall()]
+    assert modes == ["full", "full", "incremental"]
+    after = dict(con.execute("SELECT identity_key, person_key FROM lake.empi.identity_person").fetchall())
+    assert all(after[k] == v for k, v in before.items())
+    assert con.execute("SELECT count(*) FROM lake.empi.identity_person WHERE match_method IS NULL").fetchone()[0] == 0
+
+
+def test_a_steward_decision_made_after_the_last_run_is_taken_up_incrementally():
+    """A steward splits two identities the last run linked: the next incremental run (nothing new
+    delivered) takes the decision up, like a full re-link."""
+    con, full = _lake(), _lake()
+    src = "SELECT identity_key, id_type_code, id_number, name, sex_code, birth_date, phone, address_division_code, " \
+          "address_text FROM {}"
+    for c in (con, full):
+        _delivery(c, 1500, share=10)
+        c.execute(f"CREATE TABLE memory.main.src AS {src.format('identities')}")
+        run_in_lake(c, "memory.main.src", "lake", key_secret=SECRET)
+    pair = con.execute("""WITH two AS (SELECT person_key FROM lake.empi.identity_person GROUP BY 1
+                                       HAVING count(*) = 2 AND bool_or(match_method = 'probabilistic'))
+                          SELECT min(identity_key), max(identity_key) FROM lake.empi.identity_person
+                          SEMI JOIN two USING (person_key) GROUP BY person_key ORDER BY 1 LIMIT 1""").fetchone()
+    assert pair
+    for c in (con, full):
+        c.execute("INSERT INTO lake.empi.steward_decision VALUES (?, ?, 'non_match', '张三', now(), NULL)", list(pair))
+    inc_out, inc = run_in_lake(con, "memory.main.src", "lake", key_secret=SECRET)
+    full_out, _ = run_in_lake(full, "memory.main.src", "lake", key_secret=SECRET, full=True)
+    assert inc.model["incremental"]
+    keys = dict(zip(inc_out.column("identity_key").to_pylist(), inc_out.column("person_key").to_pylist()))
+    assert keys[pair[0]] != keys[pair[1]]
+    assert sorted(zip(*inc_out.to_pydict().values())) == sorted(zip(*full_out.to_pydict().values()))
