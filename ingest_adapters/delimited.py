@@ -36,9 +36,6 @@ _scan_ids = itertools.count(1)
 WIDE_LINE_SIZE = 64 * 1024 * 1024
 SEQUENCE = "__hl_sequence"  # 1..n over the loaded records, in file order
 BATCH_ROWS = 245760  # rows per Arrow batch between the parser and the lake (2 DuckDB vectors × 60)
-# The lake scans the batches through this many streams (UNION ALL), one per thread: a single Arrow
-# stream is scanned by one thread, and the lake's side (hashing, Parquet encoding) is the heavier one.
-STREAMS = 2
 
 
 def _sql_str(s: str) -> str:
@@ -124,8 +121,7 @@ def _scan(con: duckdb.DuckDBPyConnection, readable: Path, columns: list[str], fe
         + (f", max_line_size={max_line_size}" if max_line_size else "") + ")"
     )
     parser = _parser()
-    n = next(_scan_ids)
-    names = [f"_hl_csv_{n}_{i}" for i in range(STREAMS)]
+    name = f"_hl_csv_{next(_scan_ids)}"
     schema = pa.schema([pa.field(c, pa.string_view()) for c in columns] + [pa.field(SEQUENCE, pa.int64())])
 
     def numbered():
@@ -135,18 +131,9 @@ def _scan(con: duckdb.DuckDBPyConnection, readable: Path, columns: list[str], fe
                 batch.columns + [pa.array(np.arange(loaded + 1, loaded + 1 + batch.num_rows))], schema=schema)
             loaded += batch.num_rows
 
-    batches, lock = numbered(), threading.Lock()
-
-    def stream():  # each stream takes the next numbered batch, whichever asks first
-        while True:
-            with lock:
-                batch = next(batches, None)
-            if batch is None:
-                return
-            yield batch
-
-    for name in names:
-        con.register(name, pa.RecordBatchReader.from_batches(schema, stream()))
+    # the lake's threads take the batches from this one stream in turn (each batch is then hashed and
+    # encoded in parallel)
+    con.register(name, pa.RecordBatchReader.from_batches(schema, numbered()))
 
     def rejects(_con: duckdb.DuckDBPyConnection) -> list[Reject]:
         rows = parser.execute(
@@ -158,17 +145,15 @@ def _scan(con: duckdb.DuckDBPyConnection, readable: Path, columns: list[str], fe
                 for line, raw, etype, msg in rows]
 
     def release():
-        for name in names:
-            try:
-                con.unregister(name)
-            except duckdb.Error:
-                pass
+        try:
+            con.unregister(name)
+        except duckdb.Error:
+            pass
         parser.close()
 
     def close():
         release()
         cleanup()
 
-    from_sql = "(" + " UNION ALL ".join(f"SELECT * FROM {name}" for name in names) + ")"
-    return SourceScan(columns=columns, from_sql=from_sql, rejects=rejects, replaced_bytes=replaced,
+    return SourceScan(columns=columns, from_sql=name, rejects=rejects, replaced_bytes=replaced,
                       cleanup=close, notes=notes, sequence_column=SEQUENCE), release
