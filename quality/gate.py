@@ -164,12 +164,13 @@ def load_overrides(con) -> dict[str, tuple[str, str]]:
         f"FROM {LAKE}.{OVERRIDE_TABLE} GROUP BY 1").fetchall()}
 
 
-def gate_run(run, settings: Settings | None = None, *, store: bool = True) -> list[GateDecision]:
-    """Decide every batch of a ``scoring.BronzeRun`` / ``DatasetRun``; append to ``quality.batch_gate``."""
+def gate_run(run, settings: Settings | None = None, *, store: bool = True, con=None) -> list[GateDecision]:
+    """Decide every batch of a ``scoring.BronzeRun`` / ``DatasetRun``; append to ``quality.batch_gate``.
+    ``con``: an open lake connection (read-write) to use instead of a new one."""
     from quality.scoring import _store
 
     s = settings or load_settings()
-    with contextlib.closing(connect(s)) as con:
+    with _connection(s, con) as con:
         decisions = decide(run.batches, load_overrides(con))
         if store:
             _ensure(con, GATE_TABLE, GATE_COLUMNS)
@@ -200,7 +201,7 @@ def current_decisions_sql(full: bool = False) -> str:
 
 def current_decisions(con) -> list[dict]:
     """The current decision of every gated batch, as dicts of ``GATE_COLUMNS`` (none before the gate ran)."""
-    if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND schema_name = 'quality' "
+    if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_type = 'BASE TABLE' AND table_catalog = ? AND table_schema = 'quality' "
                        "AND table_name = 'batch_gate'", [LAKE]).fetchone()[0]:
         return []
     names = [n for n, _ in GATE_COLUMNS]
@@ -243,7 +244,7 @@ class GateRun:
     def undecided(self, con) -> dict[str, list[str]]:
         """dataset → loaded batches without any decision (the gate could not decide them)."""
         present = {t for (t,) in con.execute(
-            "SELECT schema_name || '.' || table_name FROM duckdb_tables() WHERE database_name = ?", [LAKE]).fetchall()}
+            "SELECT table_schema || '.' || table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE' AND table_catalog = ?", [LAKE]).fetchall()}
         if not {"ops.ingest_batch", GATE_TABLE} <= present:
             return {}
         rows = con.execute(
@@ -290,30 +291,49 @@ def _without_rows(con, pending: Mapping[str, list[str]]) -> dict[str, list[str]]
     return out
 
 
-def gate_pending(settings: Settings | None = None, *, registry=None, rectification: bool = True) -> GateRun:
+@contextlib.contextmanager
+def _connection(s: Settings, con=None, read_only: bool = False):
+    """``con`` when given (left open), else a new lake connection closed after the block."""
+    if con is not None:
+        yield con
+        return
+    own = connect(s, read_only=read_only)
+    try:
+        yield own
+    finally:
+        release(own)
+
+
+def gate_pending(settings: Settings | None = None, *, registry=None, rectification: bool = True,
+                 con=None) -> GateRun:
     """Score and decide every pending batch (``pending_batches``): what runs after each ingest.
 
-    Held batches' institutions get their rectification lists (整改清单) rewritten.
+    Held batches' institutions get their rectification lists (整改清单) rewritten. Everything runs
+    on one lake connection (``con``, read-write, when given): each new connection loads the DuckDB
+    extensions and attaches the catalog again (~0.6 s of CPU; the gate opened five to seven).
     """
+    with _connection(settings or load_settings(), con) as con:
+        return _gate_pending(settings or load_settings(), registry, rectification, con)
+
+
+def _gate_pending(s: Settings, registry, rectification: bool, con) -> GateRun:
     from quality.scoring import bronze_datasets, run_bronze_rules
 
-    s = settings or load_settings()
-    with contextlib.closing(connect(s)) as con:
-        has_ops = con.execute(
-            "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND schema_name = 'ops' "
-            "AND table_name = 'ingest_batch'", [LAKE]).fetchone()[0]
-        pending = pending_batches(con) if has_ops else {}
+    has_ops = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_type = 'BASE TABLE' AND table_catalog = ? AND table_schema = 'ops' "
+        "AND table_name = 'ingest_batch'", [LAKE]).fetchone()[0]
+    pending = pending_batches(con) if has_ops else {}
     with_rules = set(bronze_datasets())
     no_rules = {d: b for d, b in pending.items() if d not in with_rules}
     pending = {d: b for d, b in pending.items() if d in with_rules}
     run, decisions, lists = None, [], {}
     if no_rules:
         # A data set without a rules file has nothing to hold its batches on: promoted, and said so.
-        with contextlib.closing(connect(s)) as con:
-            decisions += _promote_without_score(con, no_rules, "数据集 {dataset} 暂无质控规则，直接放行", "no-rules")
+        decisions += _promote_without_score(con, no_rules, "数据集 {dataset} 暂无质控规则，直接放行", "no-rules")
     if pending:
-        run = run_bronze_rules(sorted(pending), [b for bs in pending.values() for b in bs], s, registry=registry)
-        gate_decisions = gate_run(run, s)
+        run = run_bronze_rules(sorted(pending), [b for bs in pending.values() for b in bs], s, registry=registry,
+                               con=con)
+        gate_decisions = gate_run(run, s, con=con)
         decisions += gate_decisions
         # A batch with no row in one of its feed's data sets has no score there: that part is not
         # applicable (the batch's other parts decide it). A part with rows but no score stays
@@ -321,10 +341,9 @@ def gate_pending(settings: Settings | None = None, *, registry=None, rectificati
         decided = {(d.dataset, d.batch_id) for d in gate_decisions}
         unscored = {d: [b for b in bs if (d, b) not in decided] for d, bs in pending.items()}
         unscored = {d: bs for d, bs in unscored.items() if bs}
-        if unscored:  # the common run scores every part: no connection
-            with contextlib.closing(connect(s)) as con:
-                decisions += _promote_without_score(con, _without_rows(con, unscored),
-                                                    "该批次没有数据集 {dataset} 的记录（不适用），此部分放行", "no-rows")
+        if unscored:  # the common run scores every part
+            decisions += _promote_without_score(con, _without_rows(con, unscored),
+                                                "该批次没有数据集 {dataset} 的记录（不适用），此部分放行", "no-rows")
         try:  # the Data Docs are a view of the decisions, never their cause
             from quality.data_docs import write_bronze_data_docs
 
@@ -336,7 +355,6 @@ def gate_pending(settings: Settings | None = None, *, registry=None, rectificati
             from quality.rectification import write_rectification_lists
 
             lists = write_rectification_lists(run, s, institution_codes=held_codes,
-                                              batch_ids=[b.batch_id for b in run.batches])
-    with contextlib.closing(connect(s)) as con:
-        current = current_decisions(con)
+                                              batch_ids=[b.batch_id for b in run.batches], con=con)
+    current = current_decisions(con)
     return GateRun(run, decisions, current, lists)

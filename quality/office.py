@@ -55,7 +55,7 @@ def office_report_path(settings: Settings | None = None) -> Path:
 
 
 def _exists(con, schema: str, table: str) -> bool:
-    return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND schema_name = ? "
+    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_type = 'BASE TABLE' AND table_catalog = ? AND table_schema = ? "
                             "AND table_name = ?", [LAKE, schema, table]).fetchone()[0])
 
 
@@ -392,14 +392,16 @@ def render_office_report(data: dict, samples: dict[str, list[dict]] | None = Non
 
 
 def write_office_report(settings: Settings | None = None, *, rectification: bool = True,
-                        institution_codes: Sequence[str] | None = None) -> OfficeReport:
+                        institution_codes: Sequence[str] | None = None, con=None) -> OfficeReport:
     """Write ``<reports_dir>/quality/office.html`` (and, with ``rectification``, each institution's 整改清单).
 
     Rectification lists are written for the institutions below the threshold or with held batches
-    (or ``institution_codes``), from their current batches' scores.
+    (or ``institution_codes``), from their current batches' scores. ``con``: an open lake connection
+    to read with instead of a new one.
     """
     s = settings or load_settings()
-    with contextlib.closing(connect(s, read_only=True)) as con:
+    given = con
+    with (contextlib.nullcontext(con) if con is not None else contextlib.closing(connect(s, read_only=True))) as con:
         data = load_office_data(con)
         samples = load_samples(con, data["worst"])
     lists: dict[str, Path] = {}
@@ -409,7 +411,7 @@ def write_office_report(settings: Settings | None = None, *, rectification: bool
         if codes:
             from quality.rectification import write_rectification_lists
 
-            lists = write_rectification_lists(None, s, institution_codes=codes)
+            lists = write_rectification_lists(None, s, institution_codes=codes, con=given)
     existing = {p.stem: p for p in (s.reports_dir / "quality" / "rectification").glob("*.xlsx")}
     path = office_report_path(s)
     links = {}

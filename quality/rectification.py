@@ -149,12 +149,13 @@ def write_rectification_lists(run=None, settings: Settings | None = None, *,
                               institution_codes: Sequence[str] | None = None,
                               batch_ids: Sequence[str] | None = None,
                               only_below_threshold: bool = False,
-                              severities: Iterable[str] = ("critical", "major")) -> dict[str, Path]:
+                              severities: Iterable[str] = ("critical", "major"), con=None) -> dict[str, Path]:
     """Write ``<reports_dir>/quality/rectification/<institution_code>.xlsx`` per institution.
 
     ``run``: a ``scoring.BronzeRun`` (its data sets, batches and scores are used); without one, every
     bronze data set with rules is scored first (not stored). ``only_below_threshold``: only the
     institutions whose 合格率 is below the threshold (the ones the quality office writes to).
+    ``con``: an open lake connection to read with instead of a new one.
     """
     from openpyxl import Workbook
     from openpyxl.styles import Font, PatternFill
@@ -171,7 +172,7 @@ def write_rectification_lists(run=None, settings: Settings | None = None, *,
     severities = tuple(severities)
     names = {}
     rows_by_inst: dict[str, list[tuple]] = {c: [] for c in codes}
-    with contextlib.closing(connect(s, read_only=True)) as con:
+    with (contextlib.nullcontext(con) if con is not None else contextlib.closing(connect(s, read_only=True))) as con:
         with contextlib.suppress(Exception):
             names = dict(con.execute(f"SELECT institution_code, institution_name FROM {LAKE}.ops.institution").fetchall())
         for dataset in run.datasets:

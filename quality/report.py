@@ -168,7 +168,7 @@ def _load_from_lake(settings: Settings, run_id: str | None, history_runs: int):
     names = [n for n, _ in RESULT_COLUMNS]
     with contextlib.closing(connect(settings, read_only=True)) as con:
         exists = con.execute(
-            "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND schema_name = ? AND table_name = ?",
+            "SELECT count(*) FROM information_schema.tables WHERE table_type = 'BASE TABLE' AND table_catalog = ? AND table_schema = ? AND table_name = ?",
             [LAKE, *RESULT_TABLE.split(".")]).fetchone()[0]
         if not exists:
             return None, None, [], {}, []

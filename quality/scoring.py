@@ -468,7 +468,7 @@ def _scope_batches(con, dataset: str, batch_ids: Sequence[str] | None) -> list[t
         where = " AND batch_id IN (SELECT unnest(?::VARCHAR[]))"
         params = [list(batch_ids)]
     has_ops = con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND schema_name = 'ops' "
+        "SELECT count(*) FROM information_schema.tables WHERE table_type = 'BASE TABLE' AND table_catalog = ? AND table_schema = 'ops' "
         "AND table_name = 'ingest_batch'", [LAKE]).fetchone()[0]
     ops = con.execute(
         f"SELECT batch_id, institution_code, feed FROM {LAKE}.ops.ingest_batch WHERE dataset = ? "
@@ -716,8 +716,9 @@ def platform_pass_rate(institutions: Iterable[InstitutionScore]) -> float | None
 
 def run_bronze_rules(datasets: Sequence[str] | None = None, batch_ids: Sequence[str] | None = None,
                      settings: Settings | None = None, *, store: bool = True, gx: bool = False,
-                     threshold: float | None = None, registry=None) -> BronzeRun:
-    """Every bronze data set with rules (or ``datasets``), one run id; stores institution scores too."""
+                     threshold: float | None = None, registry=None, con=None) -> BronzeRun:
+    """Every bronze data set with rules (or ``datasets``), one run id; stores institution scores too.
+    ``con``: an open lake connection (read-write) to use instead of a new one."""
     s = settings or load_settings()
     threshold = gate_threshold() if threshold is None else threshold
     run_id, run_at = uuid.uuid4().hex, datetime.now(timezone.utc)
@@ -725,10 +726,10 @@ def run_bronze_rules(datasets: Sequence[str] | None = None, batch_ids: Sequence[
     runs: dict[str, DatasetRun] = {}
     from quality.reference import sync_reference
 
-    with contextlib.closing(connect(s)) as con:
+    with (contextlib.nullcontext(con) if con is not None else contextlib.closing(connect(s))) as con:
         sync_reference(con, s, registry=registry)
         existing = {t for (t,) in con.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE database_name = ? AND schema_name = 'bronze'", [LAKE]).fetchall()}
+            "SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE' AND table_catalog = ? AND table_schema = 'bronze'", [LAKE]).fetchall()}
         for name in names:
             if name not in existing:
                 log.info("quality: bronze.%s is not in the lake yet", name)
