@@ -89,19 +89,24 @@ from (
 {%- endmacro %}
 
 
-{#- Incremental runs (pre-hook): the persons of whom the timeline holds an event that is no longer
-    there as it was (removed, changed, moved to another person) lose all their rows first; the model
-    then rebuilds every person with an event the timeline does not hold as it is (these, and
-    persons with new events), numbering all of that person's events again. -#}
+{#- Incremental runs (pre-hook): every event computed once into a temporary table; the persons of
+    whom the timeline holds an event that is no longer there as it was (removed, changed, moved to
+    another person) or lacks an event there is (new, changed) are the changed persons; their rows
+    are deleted, and the model numbers all their events again from the temporary tables. -#}
 {% macro timeline_drop_changed_persons() -%}
     {%- if is_incremental() -%}
-    delete from {{ this }} where person_key in (
-        select person_key from (
-            select {{ timeline_columns() }} from {{ this }}
-            except
-            select {{ timeline_columns() }} from ({{ timeline_events() }})
-        )
-    )
+    create or replace temporary table __timeline_events as {{ timeline_events() }};
+    create or replace temporary table __timeline_changed_persons as
+    select distinct person_key from (
+        (select {{ timeline_columns() }} from {{ this }}
+         except
+         select {{ timeline_columns() }} from __timeline_events)
+        union all
+        (select {{ timeline_columns() }} from __timeline_events
+         except
+         select {{ timeline_columns() }} from {{ this }})
+    );
+    delete from {{ this }} where person_key in (select person_key from __timeline_changed_persons)
     {%- else -%}
     select 1
     {%- endif -%}

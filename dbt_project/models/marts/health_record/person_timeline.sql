@@ -10,27 +10,25 @@
 -- Order: event time; events known by their date only sort before the timed events of that day
 -- (a date is read as 00:00); on the same instant by event kind (birth first, death last), then
 -- institution and source key, so the order is total and stable across runs.
--- Incremental: a run rewrites only the persons whose events changed (macros/timeline.sql: a
--- pre-hook drops the persons with an event no longer there as held; the persons with an event not
--- held as it is are rebuilt, every event of theirs numbered again; delete+insert on person_key).
+-- Incremental: a run rewrites only the persons whose events changed (macros/timeline.sql: the
+-- pre-hook computes every event once, finds the persons with an event no longer held as it was or
+-- not held as it is, and deletes their rows; their events are numbered again here).
 
 with
+
+{%- if is_incremental() %}
+
+events as (
+
+    select * from __timeline_events
+    where person_key in (select person_key from __timeline_changed_persons)
+
+),
+{%- else %}
 
 events as (
 
     {{ timeline_events() }}
-
-),
-
-{%- if is_incremental() %}
-
-changed_persons as (
-
-    select distinct person_key from (
-        select {{ timeline_columns() }} from events
-        except
-        select {{ timeline_columns() }} from {{ this }}
-    )
 
 ),
 {%- endif %}
@@ -53,9 +51,6 @@ final as (
         source_key,
         event_detail
     from events
-    {%- if is_incremental() %}
-    where person_key in (select person_key from changed_persons)
-    {%- endif %}
 
 )
 
