@@ -74,12 +74,16 @@ def ensure_reference_institution(s: Settings) -> None:
     (same bytes on every run: the ingest skips what it already loaded); nothing when
     ../shared/reference is absent."""
     from healthlake.config import SHARED_REFERENCE
-    from ingest_adapters.reference_institution import add_to_registry, deliver_reference
+    from ingest_adapters.reference_institution import CODE, add_to_registry, deliver_reference
 
     if not SHARED_REFERENCE.is_dir():
         return
     add_to_registry(s.registry, SHARED_REFERENCE)
     deliver_reference(SHARED_REFERENCE, s.landing, count=False)
+    if s.landing_is_s3:   # the ingest reads the S3 landing zone (make demo-s3): deliver there too
+        from healthlake.storage import upload_tree
+
+        upload_tree(s, s.landing, CODE)
 
 
 def delivery_summary(s: Settings, sources: dict[str, dict]) -> list[str]:

@@ -379,7 +379,8 @@ def demo(root: Path) -> int:
         from synthetic import generate_city
 
         s = load_settings()
-        generate_city(city, residents=s.demo_residents, days=s.demo_days, seed=s.seed)
+        # the same city as `healthlake demo`'s: with the PACS's DICOM files and the CDC's front-end database
+        generate_city(city, residents=s.demo_residents, days=s.demo_days, seed=s.seed, pacs=True, frontend_db=True)
     healthlake = Path(sys.executable).with_name("healthlake")
     return run_with_servers([str(healthlake), "demo"], env, landing=True)
 

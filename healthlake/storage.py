@@ -224,11 +224,12 @@ def landing_store(s: Settings | None = None):
     return S3Landing(s) if s.landing_is_s3 else LocalLanding(s)
 
 
-def upload_tree(s: Settings, local_landing: Path) -> int:
-    """Put every file of a local landing folder (e.g. a generated city) into the S3 landing zone."""
+def upload_tree(s: Settings, local_landing: Path, subdir: str = "") -> int:
+    """Put every file of a local landing folder (e.g. a generated city), or of one of its
+    subfolders, into the S3 landing zone, under the same relative paths."""
     store = S3Landing(s)
     n = 0
-    for p in sorted(Path(local_landing).rglob("*")):
+    for p in sorted((Path(local_landing) / subdir).rglob("*")):
         if p.is_file():
             store.put(p.relative_to(local_landing).as_posix(), p)
             n += 1
