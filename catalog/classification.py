@@ -44,6 +44,7 @@ mobile phone numbers or Chinese personal names.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import re
 from dataclasses import dataclass
@@ -272,11 +273,58 @@ def classify(schema: str, table: str, column: str) -> ColumnClass | None:
 
 
 # ------------------------------------------------------------------ the lake
+@contextlib.contextmanager
+def one_transaction(con: duckdb.DuckDBPyConnection):
+    """The block's statements in one DuckDB transaction: on a DuckLake catalog every statement in
+    autocommit mode is a transaction of its own that reads the catalog's snapshot and table metadata
+    again (measured on the demo lake: 129 row counts take 9.0 s of CPU one by one, 5.0 s in one
+    transaction). For a connection in autocommit mode (DuckDB cannot nest transactions)."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):
+            con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
+# id(connection) → {database: lake_columns(...)} while ``columns_cached`` is open
+_columns_cache: dict[int, dict[str, list]] = {}
+
+
+@contextlib.contextmanager
+def columns_cached(con: duckdb.DuckDBPyConnection):
+    """Within the block, ``lake_columns`` on ``con`` reads ``duckdb_columns()`` once per database:
+    on a DuckLake catalog that loads every table's metadata (~1-2 s of CPU on the demo lake), and
+    the catalog step asked it five times (classification check, detectors, lineage, directory).
+    For blocks that do not change the lake's columns (or do not read them after changing them)."""
+    own = id(con) not in _columns_cache
+    if own:
+        _columns_cache[id(con)] = {}
+    try:
+        yield
+    finally:
+        if own:
+            _columns_cache.pop(id(con), None)
+
+
 def lake_columns(con: duckdb.DuckDBPyConnection, database: str = "lake") -> list[tuple[str, str, str, str]]:
     """(schema, table, column, type) of every column of every table and view of a database."""
+    cache = _columns_cache.get(id(con))
+    if cache is not None:
+        if database not in cache:
+            cache[database] = _lake_columns(con, database)
+        return cache[database]
+    return _lake_columns(con, database)
+
+
+def _lake_columns(con: duckdb.DuckDBPyConnection, database: str) -> list[tuple[str, str, str, str]]:
+    # information_schema.columns, not duckdb_columns(): the same rows, but duckdb_columns() loads every
+    # DuckLake table's statistics (demo lake: 0.9 s of CPU vs 0.02 s)
     return [tuple(r) for r in con.execute(
-        "SELECT schema_name, table_name, column_name, data_type FROM duckdb_columns() "
-        "WHERE database_name = ? ORDER BY schema_name, table_name, column_index", [database]).fetchall()]
+        "SELECT table_schema, table_name, column_name, data_type FROM information_schema.columns "
+        "WHERE table_catalog = ? ORDER BY table_schema, table_name, ordinal_position", [database]).fetchall()]
 
 
 def classify_table(schema: str, table: str, columns) -> dict[str, ColumnClass | None]:
@@ -359,11 +407,13 @@ def detect_misclassified(con: duckdb.DuckDBPyConnection, database: str = "lake",
     for s, t, c, typ in lake_columns(con, database):
         if (schemas is None or s in schemas) and typ == "VARCHAR":
             by_table.setdefault((s, t), []).append(c)
-    for (s, t), cols in by_table.items():
-        # One reservoir sample per table (all its text columns at once): ~30 queries for the lake.
-        rows = con.execute(
+    # One reservoir sample per table (all its text columns at once), all in one transaction.
+    with one_transaction(con):
+        samples = {(s, t): con.execute(
             f"SELECT {', '.join(_q(c) for c in cols)} FROM {_q(database)}.{_q(s)}.{_q(t)} "
-            f"USING SAMPLE reservoir({int(sample)} ROWS) REPEATABLE (7)").fetchall()
+            f"USING SAMPLE reservoir({int(sample)} ROWS) REPEATABLE (7)").fetchall() for (s, t), cols in by_table.items()}
+    for (s, t), cols in by_table.items():
+        rows = samples[(s, t)]
         for i, c in enumerate(cols):
             values = [str(r[i]) for r in rows if r[i] is not None]
             if not values:

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import duckdb
 
-from catalog.classification import PUBLISHED_SCHEMAS, _dataset_of, _elements_by_name, classify
+from catalog.classification import PUBLISHED_SCHEMAS, _dataset_of, _elements_by_name, classify, one_transaction
 from catalog.lineage import latest_manifest, model_lineage
 from catalog.standard import datasets
 from healthlake.config import Settings, settings as load_settings
@@ -196,6 +196,25 @@ def _sharing(schema: str, max_level: int) -> dict:
             "share_method": "—", "open_attr": "不予开放"}
 
 
+def _table_counts(con, tables, types) -> dict[tuple[str, str], tuple[bool, list[tuple]]]:
+    """(schema, table) → (by institution?, [(institution code or None, rows)]): rows per institution
+    and the table's row count in one scan where it has an institution column (NULL: rows without a
+    code), else its row count; all tables in one transaction (see ``one_transaction``)."""
+    out = {}
+    with one_transaction(con):
+        for schema, table in tables:
+            cols = {c for c, _ in types.get((schema, table), [])}
+            code_col = next((c for c in ("_institution_code", "institution_code") if c in cols), None)
+            if code_col:
+                out[(schema, table)] = (True, con.execute(
+                    f"SELECT {_q(code_col)}, count(*) FROM lake.{_q(schema)}.{_q(table)} "
+                    f"GROUP BY 1 ORDER BY 1 NULLS LAST").fetchall())
+            else:
+                out[(schema, table)] = (False, [(None, con.execute(
+                    f"SELECT count(*) FROM lake.{_q(schema)}.{_q(table)}").fetchone()[0])])
+    return out
+
+
 def build_entries(con: duckdb.DuckDBPyConnection, s: Settings | None = None, manifest_path: Path | None = None,
                   with_figures: bool = True) -> list[dict]:
     """Directory entries for every lake table (``lake`` attached on ``con``)."""
@@ -213,10 +232,12 @@ def build_entries(con: duckdb.DuckDBPyConnection, s: Settings | None = None, man
     inst_names = _institution_names(con)
     published_at = _published_at(s)
     types = {}
-    for sch, tbl, col, typ in con.execute("SELECT schema_name, table_name, column_name, data_type FROM duckdb_columns() "
-                                         "WHERE database_name = 'lake' ORDER BY column_index").fetchall():
+    from catalog.classification import lake_columns
+
+    for sch, tbl, col, typ in lake_columns(con, "lake"):  # ordered by table and column_index
         types.setdefault((sch, tbl), []).append((col, typ))
     tables = sorted(lake_tables(con), key=lambda st: (_SCHEMA_ORDER.index(st[0]) if st[0] in _SCHEMA_ORDER else 99, st[1]))
+    counts = _table_counts(con, tables, types) if with_figures else {}
     seq: dict[str, int] = {}
     entries = []
     for schema, table in tables:
@@ -258,18 +279,14 @@ def build_entries(con: duckdb.DuckDBPyConnection, s: Settings | None = None, man
         if with_figures:
             at = snaps.get((schema, table))
             entry["last_snapshot_at"] = at.isoformat() if at else None
-            cols = {c for c, _ in types.get((schema, table), [])}
-            code_col = next((c for c in ("_institution_code", "institution_code") if c in cols), None)
-            if code_col:
-                # rows per institution and the table's row count in one scan (NULL: rows without a code)
-                groups = con.execute(f"SELECT {_q(code_col)}, count(*) FROM lake.{_q(schema)}.{_q(table)} "
-                                     f"GROUP BY 1 ORDER BY 1 NULLS LAST").fetchall()
+            by_code, groups = counts[(schema, table)]
+            if by_code:
                 providers = [(c, n) for c, n in groups if c is not None]
                 entry["row_count"] = sum(int(n) for _, n in groups)
                 entry["providers"] = [{"code": c, "name": inst_names.get(c, ""), "rows": int(n)} for c, n in providers]
                 entry["institutions"] = len(providers)
             else:
-                entry["row_count"] = int(con.execute(f"SELECT count(*) FROM lake.{_q(schema)}.{_q(table)}").fetchone()[0])
+                entry["row_count"] = int(groups[0][1])
         if not entry["providers"]:
             entry["providers"] = [{"code": CITY_CODE, "name": "内江市全民健康信息平台（汇聚）", "rows": entry["row_count"]}]
         if entry["published_at"] is None:

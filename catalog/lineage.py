@@ -84,10 +84,10 @@ def load_models(manifest: Path) -> dict[tuple[str, str], ModelLineage]:
 
 
 def _lake_schema(con, database: str) -> dict:
+    from catalog.classification import lake_columns
+
     schema: dict = {}
-    for s, t, c, typ in con.execute(
-            "SELECT schema_name, table_name, column_name, data_type FROM duckdb_columns() WHERE database_name = ?",
-            [database]).fetchall():
+    for s, t, c, typ in lake_columns(con, database):
         schema.setdefault(database, {}).setdefault(s, {}).setdefault(t, {})[c] = typ
     return schema
 

@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from catalog.classification import COMPOUND_SURNAMES, PUBLISHED_SCHEMAS, ColumnClass, classify, lake_columns
+from catalog.classification import (COMPOUND_SURNAMES, PUBLISHED_SCHEMAS, ColumnClass, classify, lake_columns,
+                                    one_transaction)
 from healthlake.config import Settings, settings as load_settings
 from healthlake.lake import connect
 
@@ -153,25 +154,9 @@ def publish_level(con, clearance: int, s: Settings, secret: str | None = None, c
     con.execute("SET disabled_compression_methods = 'fsst,dict_fsst'")
     con.execute(f"ATTACH {_lit(str(tmp))} AS pub")
     try:
-        con.execute("CREATE SCHEMA pub.catalog")
-        con.execute(f"CREATE TABLE pub.{MANIFEST_TABLE} (schema_name VARCHAR, table_name VARCHAR, column_name VARCHAR, "
-                    "source_column VARCHAR, category VARCHAR, level INTEGER, kind VARCHAR, treatment VARCHAR, "
-                    "clearance INTEGER, published_at TIMESTAMPTZ)")
-        now = datetime.now(timezone.utc)
-        rows = counts = 0
-        manifest: list[tuple] = []
-        for schema in sorted({sch for sch, _ in tables}):
-            con.execute(f"CREATE SCHEMA pub.{_q(schema)}")
-        for (schema, table), cols in sorted(tables.items()):
-            present = [pc for pc in cols if pc.expression is not None]
-            select = ", ".join(f"{pc.expression} AS {_q(pc.column)}" for pc in present)
-            con.execute(f"CREATE TABLE pub.{_q(schema)}.{_q(table)} AS SELECT {select} "
-                        f"FROM lake.{_q(schema)}.{_q(table)}")
-            manifest += [(pc.schema, pc.table, pc.column if pc.expression else None, pc.source_column,
-                          pc.category, pc.level, pc.kind, pc.treatment, clearance, now) for pc in cols]
-            counts += 1
-            rows += con.execute(f"SELECT count(*) FROM pub.{_q(schema)}.{_q(table)}").fetchone()[0]
-        _insert_manifest(con, manifest)
+        # one transaction: reads of the lake, writes to pub only
+        with one_transaction(con):
+            rows, counts = _write_level(con, tables, clearance)
         con.execute("CHECKPOINT pub")
     finally:
         con.execute("DETACH pub")
@@ -182,6 +167,30 @@ def publish_level(con, clearance: int, s: Settings, secret: str | None = None, c
             treatments[pc.treatment] = treatments.get(pc.treatment, 0) + 1
     return {"level": clearance, "path": str(final), "tables": counts, "rows": rows, "columns": treatments,
             "bytes": final.stat().st_size, "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def _write_level(con, tables, clearance: int) -> tuple[int, int]:
+    """The tables and the manifest of one clearance into the attached ``pub``; (rows, tables)."""
+    con.execute("CREATE SCHEMA pub.catalog")
+    con.execute(f"CREATE TABLE pub.{MANIFEST_TABLE} (schema_name VARCHAR, table_name VARCHAR, column_name VARCHAR, "
+                "source_column VARCHAR, category VARCHAR, level INTEGER, kind VARCHAR, treatment VARCHAR, "
+                "clearance INTEGER, published_at TIMESTAMPTZ)")
+    now = datetime.now(timezone.utc)
+    rows = counts = 0
+    manifest: list[tuple] = []
+    for schema in sorted({sch for sch, _ in tables}):
+        con.execute(f"CREATE SCHEMA pub.{_q(schema)}")
+    for (schema, table), cols in sorted(tables.items()):
+        present = [pc for pc in cols if pc.expression is not None]
+        select = ", ".join(f"{pc.expression} AS {_q(pc.column)}" for pc in present)
+        con.execute(f"CREATE TABLE pub.{_q(schema)}.{_q(table)} AS SELECT {select} "
+                    f"FROM lake.{_q(schema)}.{_q(table)}")
+        manifest += [(pc.schema, pc.table, pc.column if pc.expression else None, pc.source_column,
+                      pc.category, pc.level, pc.kind, pc.treatment, clearance, now) for pc in cols]
+        counts += 1
+        rows += con.execute(f"SELECT count(*) FROM pub.{_q(schema)}.{_q(table)}").fetchone()[0]
+    _insert_manifest(con, manifest)
+    return rows, counts
 
 
 def _insert_manifest(con, rows: list[tuple]) -> None:

@@ -133,11 +133,14 @@ def run_all_assets(s: Settings, log_level: str = "INFO"):
 def database_summary(s: Settings) -> list[tuple[str, str, int]]:
     from healthlake.lake import connect, lake_tables
 
+    from catalog.classification import one_transaction
+
     con = connect(s, read_only=True)
     try:
-        return [(schema, table, con.execute(f'SELECT count(*) FROM "{schema}"."{table}"').fetchone()[0])
-                for schema, table in lake_tables(con)
-                if schema in DATABASE_SCHEMAS + ("bronze", "ops")]
+        with one_transaction(con):  # one DuckLake snapshot read for all the counts, not one per table
+            return [(schema, table, con.execute(f'SELECT count(*) FROM "{schema}"."{table}"').fetchone()[0])
+                    for schema, table in lake_tables(con)
+                    if schema in DATABASE_SCHEMAS + ("bronze", "ops")]
     finally:
         con.close()
 

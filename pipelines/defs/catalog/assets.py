@@ -75,7 +75,7 @@ def build_catalog_asset(upstream: Sequence[dg.AssetKey]) -> dg.AssetsDefinition:
         name="catalog",
     )
     def catalog(context: dg.AssetExecutionContext):
-        from catalog.classification import detect_misclassified, unclassified_columns
+        from catalog.classification import columns_cached, detect_misclassified, unclassified_columns
         from catalog.directory import build_directory, directory_json_path
         from catalog.publish import publish_all
 
@@ -87,9 +87,10 @@ def build_catalog_asset(upstream: Sequence[dg.AssetKey]) -> dg.AssetsDefinition:
             # the mart checks of this run may store their results after this step: the directory
             # lists the results table (and classifies it) from the first run on
             ensure_result_table(con)
-            unclassified = unclassified_columns(con)
-            findings = detect_misclassified(con)
-            entries = build_directory(con, s)
+            with columns_cached(con):  # the lake's columns read once, not by each of the three
+                unclassified = unclassified_columns(con)
+                findings = detect_misclassified(con)
+                entries = build_directory(con, s)
         finally:
             release(con)
         observed = observe_tables(context, entries, set(upstream))
