@@ -197,11 +197,13 @@ def _attach(con: duckdb.DuckDBPyConnection, s: Settings, read_only: bool) -> Non
 
 
 def lake_tables(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
-    """(schema, table) of every table and view in the lake, sorted."""
+    """(schema, table) of every table and view in the lake, sorted.
+
+    By information_schema.tables: duckdb_tables() loads every DuckLake table's statistics
+    (demo lake, 129 tables: 0.97 vs 0.05 s CPU, same list)."""
     rows = con.execute(
-        "SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = ? "
-        "UNION SELECT schema_name, view_name FROM duckdb_views() WHERE database_name = ? AND NOT internal "
-        "ORDER BY 1, 2", [LAKE, LAKE]).fetchall()
+        "SELECT table_schema, table_name FROM information_schema.tables WHERE table_catalog = ? ORDER BY 1, 2",
+        [LAKE]).fetchall()
     return [(r[0], r[1]) for r in rows]
 
 
