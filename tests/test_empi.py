@@ -309,17 +309,20 @@ def test_incremental_linkage_equals_a_full_relink_with_the_same_model():
                        "OR i.match_method IS DISTINCT FROM f.match_method").fetchone()[0] == 0
 
 
+# a delivery's identities as the EMPI reads them ({} = the table holding them)
+SOURCE_IDENTITIES = ("SELECT identity_key, id_type_code, id_number, name, sex_code, birth_date, phone, "
+                     "address_division_code, address_text FROM {}")
+
+
 def test_incremental_runs_in_the_lake_give_the_keys_of_a_full_relink():
     con, full = _lake(), _lake()                # 1,500 identities: untrained (the prior model), so a
                                                 # full re-link scores with the same model
-    src = "SELECT identity_key, id_type_code, id_number, name, sex_code, birth_date, phone, address_division_code, " \
-          "address_text FROM {}"
     for c in (con, full):
         _delivery(c, 1500, share=10)
-        c.execute(f"CREATE TABLE memory.main.src AS {src.format('first')}")
+        c.execute(f"CREATE TABLE memory.main.src AS {SOURCE_IDENTITIES.format('first')}")
         run_in_lake(c, "memory.main.src", "lake", key_secret=SECRET)
         # second delivery: the new identities, one identity re-sent with its ID corrected, one withdrawn
-        c.execute(f"CREATE OR REPLACE TABLE memory.main.src AS {src.format('identities')}")
+        c.execute(f"CREATE OR REPLACE TABLE memory.main.src AS {SOURCE_IDENTITIES.format('identities')}")
         c.execute("UPDATE memory.main.src SET id_number = NULL WHERE identity_key = (SELECT min(identity_key) FROM first)")
         c.execute("DELETE FROM memory.main.src WHERE identity_key = (SELECT max(identity_key) FROM first)")
     inc_out, inc = run_in_lake(con, "memory.main.src", "lake", key_secret=SECRET)
@@ -344,13 +347,11 @@ def test_a_state_from_before_the_mothers_id_is_relinked_in_full_and_keys_stay():
     writes the new state; the run after it is incremental again."""
     con = _lake()
     _delivery(con, 1500, share=10)
-    src = "SELECT identity_key, id_type_code, id_number, name, sex_code, birth_date, phone, address_division_code, " \
-          "address_text FROM {}"
-    con.execute(f"CREATE TABLE memory.main.src AS {src.format('first')}")
+    con.execute(f"CREATE TABLE memory.main.src AS {SOURCE_IDENTITIES.format('first')}")
     run_in_lake(con, "memory.main.src", "lake", key_secret=SECRET)
     before = dict(con.execute("SELECT identity_key, person_key FROM lake.empi.identity_person").fetchall())
     con.execute("ALTER TABLE lake.empi.identity_std DROP COLUMN mother_id18")
-    con.execute(f"CREATE OR REPLACE TABLE memory.main.src AS {src.format('identities')}")
+    con.execute(f"CREATE OR REPLACE TABLE memory.main.src AS {SOURCE_IDENTITIES.format('identities')}")
     run_in_lake(con, "memory.main.src", "lake", key_secret=SECRET)
     run_in_lake(con, "memory.main.src", "lake", key_secret=SECRET)
     modes = [json.loads(s)["mode"] for (s,) in con.execute("SELECT seconds FROM lake.empi.run_log ORDER BY run_at").fetchall()]
@@ -365,13 +366,11 @@ def test_an_incremental_run_reads_and_rewrites_only_the_clusters_it_touches():
     they touch (the scope), and leaves every other row of the state where it was (same row ids);
     its crosswalk, methods, probabilities, pairs and review queue are the full re-link's."""
     con, full = _lake(), _lake()
-    src = "SELECT identity_key, id_type_code, id_number, name, sex_code, birth_date, phone, address_division_code, " \
-          "address_text FROM {}"
     for c in (con, full):
         _delivery(c, 1500, share=50)
-        c.execute(f"CREATE TABLE memory.main.src AS {src.format('first')}")
+        c.execute(f"CREATE TABLE memory.main.src AS {SOURCE_IDENTITIES.format('first')}")
         run_in_lake(c, "memory.main.src", "lake", key_secret=SECRET)
-        c.execute(f"CREATE OR REPLACE TABLE memory.main.src AS {src.format('identities')}")
+        c.execute(f"CREATE OR REPLACE TABLE memory.main.src AS {SOURCE_IDENTITIES.format('identities')}")
         c.execute("UPDATE memory.main.src SET phone = '13000000000' WHERE identity_key = (SELECT min(identity_key) FROM first)")
         c.execute("DELETE FROM memory.main.src WHERE identity_key = (SELECT max(identity_key) FROM first)")
     tables = {"identity_person": "identity_key", "identity_std": "identity_key",
@@ -418,14 +417,12 @@ def test_a_crosswalk_from_before_methods_were_kept_is_relinked_in_full_and_keys_
     full (it adds and fills them, every key kept); the run after it is incremental."""
     con = _lake()
     _delivery(con, 1500, share=10)
-    src = "SELECT identity_key, id_type_code, id_number, name, sex_code, birth_date, phone, address_division_code, " \
-          "address_text FROM {}"
-    con.execute(f"CREATE TABLE memory.main.src AS {src.format('first')}")
+    con.execute(f"CREATE TABLE memory.main.src AS {SOURCE_IDENTITIES.format('first')}")
     run_in_lake(con, "memory.main.src", "lake", key_secret=SECRET)
     before = dict(con.execute("SELECT identity_key, person_key FROM lake.empi.identity_person").fetchall())
     for col in ("match_method", "match_probability"):
         con.execute(f"ALTER TABLE lake.empi.identity_person DROP COLUMN {col}")
-    con.execute(f"CREATE OR REPLACE TABLE memory.main.src AS {src.format('identities')}")
+    con.execute(f"CREATE OR REPLACE TABLE memory.main.src AS {SOURCE_IDENTITIES.format('identities')}")
     run_in_lake(con, "memory.main.src", "lake", key_secret=SECRET)
     run_in_lake(con, "memory.main.src", "lake", key_secret=SECRET)
     modes = [json.loads(s)["mode"] for (s,) in con.execute("SELECT seconds FROM lake.empi.run_log ORDER BY run_at").fetchall()]
@@ -439,11 +436,9 @@ def test_a_steward_decision_made_after_the_last_run_is_taken_up_incrementally():
     """A steward splits two identities the last run linked: the next incremental run (nothing new
     delivered) takes the decision up, like a full re-link."""
     con, full = _lake(), _lake()
-    src = "SELECT identity_key, id_type_code, id_number, name, sex_code, birth_date, phone, address_division_code, " \
-          "address_text FROM {}"
     for c in (con, full):
         _delivery(c, 1500, share=10)
-        c.execute(f"CREATE TABLE memory.main.src AS {src.format('identities')}")
+        c.execute(f"CREATE TABLE memory.main.src AS {SOURCE_IDENTITIES.format('identities')}")
         run_in_lake(c, "memory.main.src", "lake", key_secret=SECRET)
     pair = con.execute("""WITH two AS (SELECT person_key FROM lake.empi.identity_person GROUP BY 1
                                        HAVING count(*) = 2 AND bool_or(match_method = 'probabilistic'))
