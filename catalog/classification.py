@@ -295,9 +295,9 @@ _columns_cache: dict[int, dict[str, list]] = {}
 
 @contextlib.contextmanager
 def columns_cached(con: duckdb.DuckDBPyConnection):
-    """Within the block, ``lake_columns`` on ``con`` reads ``duckdb_columns()`` once per database:
-    on a DuckLake catalog that loads every table's metadata (~1-2 s of CPU on the demo lake), and
-    the catalog step asked it five times (classification check, detectors, lineage, directory).
+    """Within the block, ``lake_columns`` on ``con`` reads the lake's columns once per database
+    instead of once per call: the catalog step asked five times (classification check, detectors,
+    lineage, directory).
     For blocks that do not change the lake's columns (or do not read them after changing them)."""
     own = id(con) not in _columns_cache
     if own:

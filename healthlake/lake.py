@@ -196,6 +196,13 @@ def _attach(con: duckdb.DuckDBPyConnection, s: Settings, read_only: bool) -> Non
             time.sleep(0.2 + random.random() * 0.5)
 
 
+def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    """Whether the lake has this table (by information_schema.tables, for the reason below)."""
+    return bool(con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_type = 'BASE TABLE' AND table_catalog = ? "
+        "AND table_schema = ? AND table_name = ?", [LAKE, schema, table]).fetchone()[0])
+
+
 def lake_tables(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
     """(schema, table) of every table and view in the lake, sorted.
 

@@ -328,9 +328,9 @@ class _Resolver:
         self.lake_hits = self.derived = 0
         self.has_index = False
         if con is not None and institution is not None:
-            self.has_index = bool(con.execute(
-                "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'ops' AND table_name = 'fhir_resource_index' "
-                "AND database_name = current_database()").fetchone()[0])
+            from healthlake.lake import table_exists
+
+            self.has_index = table_exists(con, "ops", "fhir_resource_index")
 
     def add(self, res: dict, full_url: str | None) -> None:
         rtype, rid = res.get("resourceType"), res.get("id")

@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from typing import Iterable, Mapping
 
 from healthlake.config import Settings, settings as load_settings
-from healthlake.lake import LAKE, connect, release
+from healthlake.lake import LAKE, connect, release, table_exists
 from quality.errors import QualityError
 from quality.runner import FAIL, NOT_APPLICABLE, PASS
 
@@ -201,8 +201,7 @@ def current_decisions_sql(full: bool = False) -> str:
 
 def current_decisions(con) -> list[dict]:
     """The current decision of every gated batch, as dicts of ``GATE_COLUMNS`` (none before the gate ran)."""
-    if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_type = 'BASE TABLE' AND table_catalog = ? AND table_schema = 'quality' "
-                       "AND table_name = 'batch_gate'", [LAKE]).fetchone()[0]:
+    if not table_exists(con, "quality", "batch_gate"):
         return []
     names = [n for n, _ in GATE_COLUMNS]
     return [dict(zip(names, r)) for r in con.execute(
@@ -319,9 +318,7 @@ def gate_pending(settings: Settings | None = None, *, registry=None, rectificati
 def _gate_pending(s: Settings, registry, rectification: bool, con) -> GateRun:
     from quality.scoring import bronze_datasets, run_bronze_rules
 
-    has_ops = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_type = 'BASE TABLE' AND table_catalog = ? AND table_schema = 'ops' "
-        "AND table_name = 'ingest_batch'", [LAKE]).fetchone()[0]
+    has_ops = table_exists(con, "ops", "ingest_batch")
     pending = pending_batches(con) if has_ops else {}
     with_rules = set(bronze_datasets())
     no_rules = {d: b for d, b in pending.items() if d not in with_rules}

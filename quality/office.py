@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Sequence
 
 from healthlake.config import Settings, settings as load_settings
-from healthlake.lake import LAKE, connect
+from healthlake.lake import LAKE, connect, table_exists
 from quality.catalogue import gate_threshold
 
 __all__ = ["write_office_report", "render_office_report", "office_report_path", "OfficeReport", "load_office_data"]
@@ -54,11 +54,6 @@ def office_report_path(settings: Settings | None = None) -> Path:
     return (settings or load_settings()).reports_dir / "quality" / "office.html"
 
 
-def _exists(con, schema: str, table: str) -> bool:
-    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_type = 'BASE TABLE' AND table_catalog = ? AND table_schema = ? "
-                            "AND table_name = ?", [LAKE, schema, table]).fetchone()[0])
-
-
 def _dicts(con, sql: str, params=None) -> list[dict]:
     cur = con.execute(sql, params or [])
     names = [d[0] for d in cur.description]
@@ -70,16 +65,16 @@ def load_office_data(con, threshold: float | None = None) -> dict:
     threshold = gate_threshold() if threshold is None else threshold
     data: dict = {"threshold": threshold, "institutions": [], "dimensions": [], "severities": [], "worst": [],
                   "by_date": [], "by_run": [], "held": [], "overrides": [], "datasets": []}
-    if not _exists(con, "quality", "batch_score"):
+    if not table_exists(con, "quality", "batch_score"):
         return data
     names = {}
-    if _exists(con, "ops", "institution"):
+    if table_exists(con, "ops", "institution"):
         names = dict(con.execute(f"SELECT institution_code, institution_name FROM {LAKE}.ops.institution").fetchall())
-    has_ops = _exists(con, "ops", "ingest_batch")
+    has_ops = table_exists(con, "ops", "ingest_batch")
     con.execute(f"""CREATE OR REPLACE TEMP VIEW _office_batch AS
         SELECT * FROM {LAKE}.quality.batch_score
         QUALIFY row_number() OVER (PARTITION BY batch_id, dataset ORDER BY run_at DESC) = 1""")
-    gate = _exists(con, "quality", "batch_gate")
+    gate = table_exists(con, "quality", "batch_gate")
     con.execute(f"""CREATE OR REPLACE TEMP VIEW _office_gate AS """ + (
         f"SELECT * FROM {LAKE}.quality.batch_gate "
         f"QUALIFY row_number() OVER (PARTITION BY batch_id, dataset ORDER BY decided_at DESC) = 1"
@@ -101,7 +96,7 @@ def load_office_data(con, threshold: float | None = None) -> dict:
     data["datasets"] = _dicts(con, """
         SELECT dataset, count(*) AS batches, sum(rows_checked) AS rows_checked, sum(coalesce(rows_passing, 0)) AS rows_passing
         FROM _office_batch GROUP BY 1 ORDER BY 1""")
-    if _exists(con, "quality", "rule_result_by_institution"):
+    if table_exists(con, "quality", "rule_result_by_institution"):
         con.execute(f"""CREATE OR REPLACE TEMP VIEW _office_rule AS
             SELECT r.* FROM {LAKE}.quality.rule_result_by_institution r
             JOIN _office_batch b ON b.batch_id = r.batch_id AND b.dataset = r.dataset AND b.run_id = r.run_id""")
@@ -125,7 +120,7 @@ def load_office_data(con, threshold: float | None = None) -> dict:
                    count(*) AS batches, sum(b.rows_checked) AS rows_checked, sum(coalesce(b.rows_passing, 0)) AS rows_passing
             FROM _office_batch b JOIN {LAKE}.ops.ingest_batch o USING (batch_id)
             WHERE b.rows_checked > 0 GROUP BY 1 HAVING day IS NOT NULL ORDER BY 1""")
-    if _exists(con, "quality", "institution_score"):
+    if table_exists(con, "quality", "institution_score"):
         data["by_run"] = _dicts(con, f"""
             SELECT run_id, max(run_at) AS run_at, count(*) AS institutions,
                    count(*) FILTER (meets_threshold) AS meeting, sum(rows_checked) AS rows_checked,
@@ -138,7 +133,7 @@ def load_office_data(con, threshold: float | None = None) -> dict:
             ORDER BY g.institution_code, g.dataset, g.batch_id""")
         for h in data["held"]:
             h["name"] = names.get(h["institution_code"], "")
-    if _exists(con, "quality", "batch_override"):
+    if table_exists(con, "quality", "batch_override"):
         data["overrides"] = _dicts(con, f"""
             SELECT o.batch_id, g.institution_code, g.dataset, o.decided_by, o.reason, o.decided_at
             FROM {LAKE}.quality.batch_override o

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from healthlake.config import Settings, settings as load_settings
-from healthlake.lake import LAKE, connect
+from healthlake.lake import LAKE, connect, table_exists
 from quality.runner import ERROR, FAIL, NOT_APPLICABLE, PASS, RESULT_COLUMNS, RESULT_TABLE, QualityRun, RuleResult
 
 __all__ = ["write_report", "render_report", "report_path"]
@@ -167,10 +167,7 @@ def render_report(results: Sequence[RuleResult], run_id: str | None = None, run_
 def _load_from_lake(settings: Settings, run_id: str | None, history_runs: int):
     names = [n for n, _ in RESULT_COLUMNS]
     with contextlib.closing(connect(settings, read_only=True)) as con:
-        exists = con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_type = 'BASE TABLE' AND table_catalog = ? AND table_schema = ? AND table_name = ?",
-            [LAKE, *RESULT_TABLE.split(".")]).fetchone()[0]
-        if not exists:
+        if not table_exists(con, *RESULT_TABLE.split(".")):
             return None, None, [], {}, []
         runs = con.execute(
             f"SELECT run_id, max(run_at) AS run_at, count(*) AS n_rules, "

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from healthlake.config import Settings, settings as load_settings
-from healthlake.lake import LAKE, connect
+from healthlake.lake import LAKE, connect, table_exists
 from quality.catalogue import DEFAULT_THRESHOLD, RULES_DIR, Rule, RuleFile, gate_threshold, load_rules_file
 from quality.errors import QualityError
 from quality.runner import ERROR, FAIL, NOT_APPLICABLE, PASS, RuleResult, _short
@@ -467,9 +467,7 @@ def _scope_batches(con, dataset: str, batch_ids: Sequence[str] | None) -> list[t
     if batch_ids is not None:
         where = " AND batch_id IN (SELECT unnest(?::VARCHAR[]))"
         params = [list(batch_ids)]
-    has_ops = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_type = 'BASE TABLE' AND table_catalog = ? AND table_schema = 'ops' "
-        "AND table_name = 'ingest_batch'", [LAKE]).fetchone()[0]
+    has_ops = table_exists(con, "ops", "ingest_batch")
     ops = con.execute(
         f"SELECT batch_id, institution_code, feed FROM {LAKE}.ops.ingest_batch WHERE dataset = ? "
         f"AND status = 'loaded'{where}", [dataset, *params]).fetchall() if has_ops else []
