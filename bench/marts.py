@@ -1,7 +1,8 @@
 """The four databases' dbt build: a 1 % daily delta vs a full rebuild, and growth with city size.
 
     python -m bench marts     # BENCH_MARTS_RESIDENTS (100,000), BENCH_MARTS_BIG (1,000,000; 0 skips),
-                              # BENCH_MARTS_DAYS (3)
+                              # BENCH_MARTS_DAYS (3), BENCH_MARTS_KEEP (a folder: keep the city
+                              # there), BENCH_MARTS_TIMINGS (a JSON file: every model's seconds)
 
 Per city: the synthetic generator writes BENCH_MARTS_DAYS days of feeds, every file is ingested
 into bronze (the ingest adapters, without Dagster and without the quality gate: every batch is
@@ -41,6 +42,8 @@ from typing import NamedTuple
 RESIDENTS = int(os.environ.get("BENCH_MARTS_RESIDENTS", "100000"))
 BIG = int(os.environ.get("BENCH_MARTS_BIG", "1000000"))
 DAYS = int(os.environ.get("BENCH_MARTS_DAYS", "3"))
+KEEP = os.environ.get("BENCH_MARTS_KEEP")      # a folder: the city is built there and kept
+TIMINGS = os.environ.get("BENCH_MARTS_TIMINGS")   # a JSON file: every model's seconds, full and delta
 SEED = 20261206
 LARGE_FACTS = ("fct_encounter", "fct_lab_result", "fct_medication_order")
 _ENV = ("HEALTHLAKE_ROOT", "HEALTHLAKE_LANDING", "HEALTHLAKE_CATALOG", "HEALTHLAKE_DATA_PATH", "HEALTHLAKE_REGISTRY")
@@ -183,8 +186,19 @@ def full_build(s) -> Run:
     return _dbt(s, "run", "--full-refresh")
 
 
+def _write_timings(full: Run, delta: Run) -> None:
+    """Per model: full and delta seconds and materialization, slowest delta first (BENCH_MARTS_TIMINGS)."""
+    rows = {m: {"kind": delta.kinds.get(m, full.kinds.get(m)), "full": full.models.get(m),
+                "delta": delta.models.get(m)} for m in sorted(set(full.models) | set(delta.models),
+                                                              key=lambda m: -(delta.models.get(m) or 0))}
+    Path(TIMINGS).write_text(json.dumps({"full": {"wall": full.wall, "cpu": full.cpu, "elapsed": full.elapsed},
+                                         "delta": {"wall": delta.wall, "cpu": delta.cpu, "elapsed": delta.elapsed},
+                                         "models": rows}, indent=1), encoding="utf-8")
+
+
 def main() -> None:
-    with tempfile.TemporaryDirectory(prefix="bench_marts_") as d:
+    with tempfile.TemporaryDirectory(prefix="bench_marts_") as tmp:
+        d = KEEP or tmp
         s, rows, gen, ing = build_city(Path(d) / "small", RESIDENTS)
         print(f"city {RESIDENTS:,} residents × {DAYS} days: generated in {gen:.0f} s, {rows:,} bronze rows "
               f"ingested in {ing:.0f} s")
@@ -203,6 +217,8 @@ def main() -> None:
         print(f"RATIO marts_delta = {delta.wall / full.wall:.3f} of a full rebuild's wall time, "
               f"{delta.cpu / full.cpu:.3f} of its CPU time (goal ≤ 0.05); "
               f"large facts alone {share_delta / max(share_full, 1e-9):.3f}")
+        if TIMINGS:
+            _write_timings(full, delta)
         if BIG:
             sb, rows_b, gen_b, ing_b = build_city(Path(d) / "big", BIG)
             print(f"city {BIG:,} residents × {DAYS} days: generated in {gen_b:.0f} s, {rows_b:,} bronze rows "

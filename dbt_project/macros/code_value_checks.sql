@@ -38,3 +38,120 @@
 {%- endfor %}
 {{ return(models) }}
 {%- endmacro %}
+
+
+{#- Every coded value of the staging models, checked: one row per (source row, coded element) with a
+    value — institution_code, code_system, code_system_name, dataset, element, code_value, is_mapped,
+    _ingested_at, _batch_id. Each staging model is read once and unpivoted into its coded elements
+    (a staging view expanded once per element costs one lake scan and one evaluation of the view
+    each: ~60 scans for the 18 checks); the values then join their code tables by (data set,
+    element). batches: none reads every row; else a dict staging model → SQL literal list of
+    batches ('b1', 'b2'), pushed into each model's bronze scan, and a model not in it is not read. -#}
+{% macro code_values_checked(batches=none) -%}
+{%- set checks = code_value_checks() -%}
+{%- set icd10_checks = icd10_code_value_checks() -%}
+{%- set models = [] -%}
+{%- for m in code_value_models() if batches is none or m in batches %}{% do models.append(m) %}{% endfor -%}
+with
+
+{% for m in models %}
+{%- set elements = [] %}
+{%- for c in checks + icd10_checks if c.model == m and c.element not in elements %}{% do elements.append(c.element) %}{% endfor %}
+rows_{{ loop.index }} as (
+
+    select
+        institution_code,
+        {%- for e in elements %}
+        cast({{ e }} as varchar) as {{ e }},
+        {%- endfor %}
+        _ingested_at,
+        _batch_id
+    from {{ ref(m) }}
+    {%- if batches is not none %}
+    where _batch_id in {{ batches[m] }}
+    {%- endif %}
+
+),
+
+values_{{ loop.index }} as (
+
+    -- nulls are left out (UNPIVOT's default): only values sent are checked
+    select
+        institution_code,
+        '{{ (checks + icd10_checks) | selectattr("model", "equalto", m) | map(attribute="dataset") | first }}' as dataset,
+        element,
+        code_value,
+        _ingested_at,
+        _batch_id
+    from (unpivot rows_{{ loop.index }} on {{ elements | join(', ') }} into name element value code_value)
+
+),
+{% endfor %}
+
+code_values as (
+
+    {%- for m in models %}
+    select * from values_{{ loop.index }}
+    {{- ' union all' if not loop.last }}
+    {%- else %}
+    select null::varchar as institution_code, null::varchar as dataset, null::varchar as element,
+           null::varchar as code_value, null::timestamptz as _ingested_at, null::varchar as _batch_id
+    where false
+    {%- endfor %}
+
+),
+
+checks as (
+
+    select * from (values
+        {%- for c in checks %}
+        ('{{ c.dataset }}', '{{ c.element }}', '{{ c.system }}', '{{ c.name }}', false),
+        {%- endfor %}
+        {%- for c in icd10_checks %}
+        ('{{ c.dataset }}', '{{ c.element }}', 'ICD-10', '疾病分类与代码', true){{ ',' if not loop.last }}
+        {%- endfor %}
+    ) as checks (dataset, element, code_system, code_system_name, is_icd10)
+
+),
+
+code_tables as (
+
+    select distinct dataset, element, code_value from (
+        {%- for c in checks %}
+        select '{{ c.dataset }}' as dataset, '{{ c.element }}' as element,
+               cast({{ c.seed_col }} as varchar) as code_value
+        from {{ ref(c.seed) }}
+        {{- ' union all' if not loop.last }}
+        {%- endfor %}
+    )
+
+)
+
+select
+    code_values.institution_code,
+    checks.code_system,
+    checks.code_system_name,
+    code_values.dataset,
+    code_values.element,
+    code_values.code_value,
+    case
+        when checks.is_icd10 then {{ icd10_is_known('code_values.code_value') }}
+        else code_tables.code_value is not null
+    end as is_mapped,
+    code_values._ingested_at,
+    code_values._batch_id
+from code_values
+join checks
+    on checks.dataset = code_values.dataset
+    and checks.element = code_values.element
+-- equality joins only (a condition on checks.is_icd10 here makes them nested-loop joins): no code
+-- table row has an ICD-10 element, and each ICD-10 code is in its table once
+left join code_tables
+    on code_tables.dataset = code_values.dataset
+    and code_tables.element = code_values.element
+    and code_tables.code_value = code_values.code_value
+left join {{ ref('icd10_categories') }} as icd10_category
+    on icd10_category.category_code = substr(code_values.code_value, 1, 3)
+left join {{ ref('icd10_subcategories') }} as icd10_subcategory
+    on icd10_subcategory.subcategory_code = substr(code_values.code_value, 1, 5)
+{%- endmacro %}

@@ -7,27 +7,31 @@
 -- an incremental run counts only the batches this table has not seen (a batch held by the quality
 -- gate and released later is new then). resource.unmapped_code and indicator IND12 sum these
 -- counts instead of reading every coded value of the lake again. A full refresh recounts all.
+-- The SQL is int_code_values_checked's (macros/code_value_checks.sql), each staging model read
+-- once, restricted to its new batches.
 
 -- depends_on: {% for m in code_value_models() %}{{ ref(m) }} {% endfor %}
 
-{%- set batch_filter = none %}
+{%- set batches = none %}
 {%- if is_incremental() and execute %}
-{#- the batches of the staging models the coded values come from (one column each: cheap), not
-    yet counted -#}
-{%- set seen -%}
+{#- per staging model the batches it holds (one column each: cheap) not yet counted, as a literal
+    list pushed into its bronze scan; a model without a new batch is not read at all -#}
+{%- set found -%}
+    select model, _batch_id from (
     {%- for m in code_value_models() %}
-    {{ staging_batches(ref(m)) }}
-    union
+        select '{{ m }}' as model, _batch_id from ({{ staging_batches(ref(m)) }})
+        {{- ' union all' if not loop.last }}
     {%- endfor %}
-    select null where false
-    except
-    select distinct _batch_id from {{ this }}
+    )
+    where _batch_id is not null
+      and _batch_id not in (select distinct _batch_id from {{ this }})
+    order by model, _batch_id
 {%- endset %}
-{%- set new_batches = run_query(seen).columns[0].values() %}
-{#- a literal list: DuckDB pushes it through the view's union into each staging scan -#}
-{%- set batch_filter -%}
-    ({%- for b in new_batches %}'{{ b | replace("'", "''") }}'{{ ', ' if not loop.last }}{%- else %}null{%- endfor %})
-{%- endset %}
+{%- set batches = {} %}
+{%- for row in run_query(found).rows %}
+{%- do batches.setdefault(row[0], []).append("'" ~ (row[1] | replace("'", "''")) ~ "'") %}
+{%- endfor %}
+{%- for m in batches %}{% do batches.update({m: '(' ~ (batches[m] | join(', ')) ~ ')'}) %}{% endfor %}
 {%- endif %}
 
 select
@@ -43,8 +47,5 @@ select
     cast(count(*) as bigint) as row_count,
     min(_ingested_at) as first_received_at,
     max(_ingested_at) as last_received_at
-from {{ ref('int_code_values_checked') }}
-{%- if batch_filter is not none %}
-where _batch_id in {{ batch_filter }}
-{%- endif %}
+from ({{ code_values_checked(batches) }}) as code_values
 group by all
