@@ -58,11 +58,11 @@ _known: dict[int, dict[tuple[str, str, str], str]] = {}
 
 @contextlib.contextmanager
 def known_loaded(con: duckdb.DuckDBPyConnection):
-    """Within the block, ``loaded_batch`` on ``con`` answers "already loaded" for the content loaded
-    before the block from one query, instead of one lake query per file (~30-50 ms each on the
-    DuckLake catalog: most of a re-run over an unchanged landing zone of hundreds of files).
-    Only that positive answer is cached: a loaded batch stays loaded. Content not loaded then is
-    still looked up in the lake, so a concurrent writer's load is seen as before."""
+    """Within the block, ``cached_loaded`` on ``con`` answers "already loaded" for the content loaded
+    before the block, from one query: a re-run over an unchanged landing zone of hundreds of files
+    then opens no transaction per file. Only that positive answer is cached: a loaded batch stays
+    loaded. Content not loaded then is looked up again (``batch_state``) in its file's transaction,
+    so a concurrent writer's load is seen as before."""
     rows = con.execute("SELECT institution_code, feed, sha256, min(batch_id) FROM ops.ingest_batch "
                        "WHERE status = 'loaded' GROUP BY ALL").fetchall()
     _known[id(con)] = {(i, f, s): b for i, f, s, b in rows}
@@ -72,18 +72,31 @@ def known_loaded(con: duckdb.DuckDBPyConnection):
         _known.pop(id(con), None)
 
 
-def loaded_batch(con: duckdb.DuckDBPyConnection, institution: str, feed: str, sha256: str) -> str | None:
-    """The batch id that already loaded this content for this feed, if any."""
-    known = _known.get(id(con), {}).get((institution, feed, sha256))
-    if known is not None:
-        return known
-    row = con.execute("SELECT batch_id FROM ops.ingest_batch WHERE institution_code = ? AND feed = ? "
-                      "AND sha256 = ? AND status = 'loaded' LIMIT 1", [institution, feed, sha256]).fetchone()
-    return row[0] if row else None
+def cached_loaded(con: duckdb.DuckDBPyConnection, institution: str, feed: str, sha256: str) -> str | None:
+    """The batch id that loaded this content before the ``known_loaded`` block began (no lake query)."""
+    return _known.get(id(con), {}).get((institution, feed, sha256))
+
+
+def batch_state(con: duckdb.DuckDBPyConnection, institution: str, feed: str, sha256: str,
+                batch_id: str) -> tuple[str | None, bool]:
+    """In one lake query: the batch id that already loaded this content for this feed (if any), and
+    whether an earlier attempt of ``batch_id`` failed (its row is replaced by ``record_batch``)."""
+    loaded, failed = None, False
+    for bid, status, sha in con.execute(
+            "SELECT batch_id, status, sha256 FROM ops.ingest_batch WHERE batch_id = ? "
+            "OR (institution_code = ? AND feed = ? AND sha256 = ? AND status = 'loaded')",
+            [batch_id, institution, feed, sha256]).fetchall():
+        if status == "loaded" and sha == sha256:
+            loaded = bid if loaded is None else min(loaded, bid)
+        elif bid == batch_id and status != "loaded":
+            failed = True
+    return loaded, failed
 
 
 def record_batch(con: duckdb.DuckDBPyConnection, batch: dict) -> None:
-    """Write the batch row (replacing an earlier failed attempt of the same batch)."""
-    con.execute("DELETE FROM ops.ingest_batch WHERE batch_id = ? AND status <> 'loaded'", [batch["batch_id"]])
+    """Write the batch row, replacing an earlier failed attempt of the same batch unless the batch
+    says it has none (``earlier_failed`` False: a DELETE on the lake costs ~30 ms even when it finds nothing)."""
+    if batch.get("earlier_failed", True):
+        con.execute("DELETE FROM ops.ingest_batch WHERE batch_id = ? AND status <> 'loaded'", [batch["batch_id"]])
     con.execute(f"INSERT INTO ops.ingest_batch ({', '.join(BATCH_COLUMNS)}) VALUES ({', '.join('?' * len(BATCH_COLUMNS))})",
                 [batch.get(c) for c in BATCH_COLUMNS])

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import weakref
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -317,6 +318,21 @@ def _ndjson(text: str) -> list:
 
 # ------------------------------------------------------------------ references
 
+# Connections known to have the index: it is never dropped, and asking the lake's information schema
+# costs ~0.1 s on a lake of a hundred tables (a city delivers dozens of FHIR files per run).
+_indexed: "weakref.WeakKeyDictionary[duckdb.DuckDBPyConnection, bool]" = weakref.WeakKeyDictionary()
+
+
+def _has_index(con: duckdb.DuckDBPyConnection) -> bool:
+    if con not in _indexed:
+        from healthlake.lake import table_exists
+
+        if not table_exists(con, "ops", "fhir_resource_index"):
+            return False
+        _indexed[con] = True
+    return True
+
+
 class _Resolver:
     def __init__(self, con, institution: str | None, key_exprs: dict[str, Expr], key_paths: dict[str, str]):
         self.con, self.institution = con, institution
@@ -328,9 +344,7 @@ class _Resolver:
         self.lake_hits = self.derived = 0
         self.has_index = False
         if con is not None and institution is not None:
-            from healthlake.lake import table_exists
-
-            self.has_index = table_exists(con, "ops", "fhir_resource_index")
+            self.has_index = _has_index(con)
 
     def add(self, res: dict, full_url: str | None) -> None:
         rtype, rid = res.get("resourceType"), res.get("id")

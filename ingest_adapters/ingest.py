@@ -20,7 +20,8 @@ import duckdb
 
 from catalog.standard import bronze_ddl, datasets, get_dataset
 from healthlake.config import Settings, settings as load_settings
-from ingest_adapters.bookkeeping import ensure_ops_tables, loaded_batch, record_batch, sync_institutions
+from ingest_adapters.bookkeeping import (batch_state, cached_loaded, ensure_ops_tables, record_batch,
+                                          sync_institutions)
 from ingest_adapters.errors import IngestError
 from ingest_adapters.multi import ORDINAL, MultiScan
 from ingest_adapters.readers import get_reader, is_multi_dataset
@@ -110,6 +111,7 @@ def ingest_file(con: duckdb.DuckDBPyConnection, registry: Registry, path: Path, 
     batch = {"source_file": rel, "started_at": started, "institution_code": result.institution_code,
              "feed": result.feed, "rows_read": 0, "rows_loaded": 0, "rows_rejected": 0}
     scan = None
+    in_transaction = False
     try:
         if not path.resolve().is_relative_to(s.landing.resolve()):
             # a symbolic link (or a crafted name) that leads out of the landing zone is never read
@@ -124,7 +126,15 @@ def ingest_file(con: duckdb.DuckDBPyConnection, registry: Registry, path: Path, 
         # a multi-data-set feed (hl7v2, fhir) records its data sets comma-separated
         result.dataset = batch["dataset"] = ",".join(feed.datasets)
         batch.update(format=feed.format, encoding=feed.encoding)
-        done = loaded_batch(con, result.institution_code, result.feed, sha)
+        done = cached_loaded(con, result.institution_code, result.feed, sha)
+        if done is None:
+            # The check, the reader's lake lookups, the rows, the rejects and the batch row share one
+            # transaction: DuckLake reads its catalog once per transaction (~30 ms after each commit),
+            # so a city's hundreds of small files would otherwise spend most of their time there.
+            con.execute("BEGIN")
+            in_transaction = True
+            done, batch["earlier_failed"] = batch_state(con, result.institution_code, result.feed, sha,
+                                                        result.batch_id)
         if done:
             result.status, result.batch_id = "skipped", done
             return result
@@ -132,16 +142,25 @@ def ingest_file(con: duckdb.DuckDBPyConnection, registry: Registry, path: Path, 
         if is_multi_dataset(feed.format):
             scan = get_reader(feed.format)(con, path, feed, s.root / "work", institution_code=result.institution_code)
             _load_multi(con, scan, feed, batch, result, started)
-            return result
-        scan = get_reader(feed.format)(con, path, feed, s.root / "work")
-        try:
-            _load_single(con, scan, feed, ds, batch, result, started)
-        except _RecordTooLong:
-            scan = scan.widened()   # same file, larger record limit (one file in many: read twice)
-            _load_single(con, scan, feed, ds, batch, result, started)
-        result.status, result.notes = "loaded", dict(scan.notes)
-        result.rows_read, result.rows_loaded, result.rows_rejected = batch["rows_read"], batch["rows_loaded"], batch["rows_rejected"]
+        else:
+            scan = get_reader(feed.format)(con, path, feed, s.root / "work")
+            try:
+                _load_single(con, scan, feed, ds, batch, result, started)
+            except _RecordTooLong:
+                con.execute("ROLLBACK")
+                con.execute("BEGIN")
+                scan = scan.widened()   # same file, larger record limit (one file in many: read twice)
+                _load_single(con, scan, feed, ds, batch, result, started)
+            result.status, result.notes = "loaded", dict(scan.notes)
+            result.rows_read, result.rows_loaded, result.rows_rejected = batch["rows_read"], batch["rows_loaded"], batch["rows_rejected"]
+        scan.cleanup()  # inside the transaction: releasing a registered scan then costs no catalog read
+        scan = None
+        con.execute("COMMIT")
+        in_transaction = False
     except Exception as e:  # noqa: BLE001 — any error fails this file's batch, never the others
+        if in_transaction:
+            in_transaction = False
+            con.execute("ROLLBACK")
         result.status, result.error = "failed", f"{type(e).__name__}: {e}"
         log.warning("batch %s failed: %s", rel, result.error)
         batch.update(status="failed", error=result.error, finished_at=datetime.now(timezone.utc))
@@ -149,6 +168,8 @@ def ingest_file(con: duckdb.DuckDBPyConnection, registry: Registry, path: Path, 
         result.batch_id = batch["batch_id"]
         record_batch(con, batch)
     finally:
+        if in_transaction:  # skipped: nothing was written
+            con.execute("ROLLBACK")
         if scan is not None:
             scan.cleanup()
         result.seconds = time.perf_counter() - t0
@@ -160,7 +181,7 @@ class _RecordTooLong(Exception):
 
 
 def _load_single(con, scan: SourceScan, feed, ds, batch: dict, result: BatchResult, started: datetime) -> None:
-    """One file of a single-data-set feed: its rows, rejects and batch row in one transaction."""
+    """One file of a single-data-set feed: its rows, rejects and batch row (in the caller's transaction)."""
     missing = [src for src in feed.mapping.values() if src not in scan.columns]
     if missing:
         raise IngestError(f"header drift: the file lacks the mapped columns {missing}; "
@@ -173,49 +194,42 @@ def _load_single(con, scan: SourceScan, feed, ds, batch: dict, result: BatchResu
                        "_ingested_at", "_row_hash"]
     numbered_by = scan.ordinal_column or scan.sequence_column
     ordinal = _q(numbered_by) if numbered_by else "row_number() OVER ()"
-    con.execute("BEGIN")
     try:
-        try:
-            inserted = con.execute(
-                f"INSERT INTO {table} ({', '.join(_q(c) for c in cols)}) "
-                f"SELECT {', '.join(_q(e) for e in elements)}, ?, ?, ?, ?, __ord, ?::TIMESTAMPTZ, {hash_expr} "
-                f"FROM (SELECT {ordinal} AS __ord, {select} FROM {scan.from_sql})",
-                [result.institution_code, result.feed, result.batch_id, batch["source_file"], started]).fetchone()[0]
-        except duckdb.InvalidInputException as e:
-            # DuckDB 1.5 cuts an over-long record at the limit, possibly inside a UTF-8 character, and
-            # then fails storing it as a reject: read the file again with the wider limit
-            if scan.widened is not None and "Invalid unicode" in str(e):
-                raise _RecordTooLong() from e
-            raise
-        rejects = scan.rejects(con)
-        if scan.widened is not None and any(r.error_type == "LINE SIZE OVER MAXIMUM" for r in rejects):
-            raise _RecordTooLong()
-        if rejects and not scan.ordinal_column:
-            gaps = [(r - j,) for j, r in enumerate(sorted({x.source_row for x in rejects}), start=1)]
-            con.execute("CREATE OR REPLACE TEMP TABLE _reject_gaps (t BIGINT)")
-            con.executemany("INSERT INTO _reject_gaps VALUES (?)", gaps)
-            con.execute(_renumber_sql(table), [result.batch_id])
-            con.execute("DROP TABLE _reject_gaps")
-        moved = 0
-        if scan.replaced_bytes:
-            moved = _reject_undecodable(con, table, elements, feed.delimiter, feed.encoding, result.batch_id, rejects)
-        _write_rejects(con, rejects, batch, started)
-        batch.update(rows_loaded=inserted - moved, rows_rejected=len(rejects), status="loaded",
-                     rows_read=inserted - moved + len(rejects), finished_at=datetime.now(timezone.utc))
-        record_batch(con, batch)
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
+        inserted = con.execute(
+            f"INSERT INTO {table} ({', '.join(_q(c) for c in cols)}) "
+            f"SELECT {', '.join(_q(e) for e in elements)}, ?, ?, ?, ?, __ord, ?::TIMESTAMPTZ, {hash_expr} "
+            f"FROM (SELECT {ordinal} AS __ord, {select} FROM {scan.from_sql})",
+            [result.institution_code, result.feed, result.batch_id, batch["source_file"], started]).fetchone()[0]
+    except duckdb.InvalidInputException as e:
+        # DuckDB 1.5 cuts an over-long record at the limit, possibly inside a UTF-8 character, and
+        # then fails storing it as a reject: read the file again with the wider limit
+        if scan.widened is not None and "Invalid unicode" in str(e):
+            raise _RecordTooLong() from e
         raise
+    rejects = scan.rejects(con)
+    if scan.widened is not None and any(r.error_type == "LINE SIZE OVER MAXIMUM" for r in rejects):
+        raise _RecordTooLong()
+    if rejects and not scan.ordinal_column:
+        gaps = [(r - j,) for j, r in enumerate(sorted({x.source_row for x in rejects}), start=1)]
+        con.execute("CREATE OR REPLACE TEMP TABLE _reject_gaps (t BIGINT)")
+        con.executemany("INSERT INTO _reject_gaps VALUES (?)", gaps)
+        con.execute(_renumber_sql(table), [result.batch_id])
+        con.execute("DROP TABLE _reject_gaps")
+    moved = 0
+    if scan.replaced_bytes:
+        moved = _reject_undecodable(con, table, elements, feed.delimiter, feed.encoding, result.batch_id, rejects)
+    _write_rejects(con, rejects, batch, started)
+    batch.update(rows_loaded=inserted - moved, rows_rejected=len(rejects), status="loaded",
+                 rows_read=inserted - moved + len(rejects), finished_at=datetime.now(timezone.utc))
+    record_batch(con, batch)
 
 
 def _load_multi(con, scan: MultiScan, feed, batch: dict, result: BatchResult, started: datetime) -> None:
     """One file of a multi-data-set feed: every data set's rows, its rejects, its batch row
-    and the reader's own bookkeeping in one transaction. Rows read/loaded/rejected count
+    and the reader's own bookkeeping (in the caller's transaction). Rows read/loaded/rejected count
     source records (messages, resources); the rows per data set are in the result's notes."""
     lineage = ["_institution_code", "_feed", "_batch_id", "_source_file", "_source_row", "_ingested_at", "_row_hash"]
     names = []
-    con.execute("BEGIN")
     try:
         rows_by_dataset = {}
         for i, (dataset, table) in enumerate(scan.tables.items()):
@@ -239,10 +253,6 @@ def _load_multi(con, scan: MultiScan, feed, batch: dict, result: BatchResult, st
         batch.update(rows_read=scan.records, rows_loaded=scan.loaded, rows_rejected=len(scan.rejects),
                      status="loaded", finished_at=datetime.now(timezone.utc))
         record_batch(con, batch)
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
     finally:
         for name in names:
             try:

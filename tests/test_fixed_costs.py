@@ -4,7 +4,7 @@ import duckdb
 import pytest
 
 from catalog.classification import columns_cached, lake_columns, one_transaction
-from ingest_adapters.bookkeeping import BATCH_COLUMNS, OPS_DDL, known_loaded, loaded_batch
+from ingest_adapters.bookkeeping import BATCH_COLUMNS, OPS_DDL, batch_state, cached_loaded, known_loaded, record_batch
 
 
 @pytest.fixture
@@ -52,9 +52,18 @@ def test_known_loaded_answers_loaded_content_and_still_looks_up_the_rest(con):
     add("I1.f.aaa", "aaa")
     add("I1.f.bbb", "bbb", status="failed")
     with known_loaded(con):
-        assert loaded_batch(con, "I1", "f", "aaa") == "I1.f.aaa"
-        assert loaded_batch(con, "I1", "f", "bbb") is None          # failed: not loaded
-        assert loaded_batch(con, "I2", "f", "aaa") is None          # another institution's feed
-        add("I1.f.ccc", "ccc")                                       # loaded after the block began
-        assert loaded_batch(con, "I1", "f", "ccc") == "I1.f.ccc"
-    assert loaded_batch(con, "I1", "f", "aaa") == "I1.f.aaa"
+        assert cached_loaded(con, "I1", "f", "aaa") == "I1.f.aaa"
+        assert cached_loaded(con, "I1", "f", "bbb") is None          # failed: not loaded
+        assert cached_loaded(con, "I2", "f", "aaa") is None          # another institution's feed
+        add("I1.f.ccc", "ccc")                                        # loaded after the block began:
+        assert cached_loaded(con, "I1", "f", "ccc") is None          # not cached, but the lake query sees it
+        assert batch_state(con, "I1", "f", "ccc", "I1.f.ccc") == ("I1.f.ccc", False)
+    assert cached_loaded(con, "I1", "f", "aaa") is None              # nothing cached outside the block
+    assert batch_state(con, "I1", "f", "aaa", "I1.f.aaa") == ("I1.f.aaa", False)
+    assert batch_state(con, "I2", "f", "aaa", "I2.f.aaa") == (None, False)
+    # an earlier failed attempt of the batch: not loaded, and its row is replaced when the batch loads
+    loaded, failed = batch_state(con, "I1", "f", "bbb", "I1.f.bbb")
+    assert (loaded, failed) == (None, True)
+    record_batch(con, {"batch_id": "I1.f.bbb", "institution_code": "I1", "feed": "f", "sha256": "bbb",
+                       "status": "loaded", "earlier_failed": failed})
+    assert con.execute("SELECT status FROM ops.ingest_batch WHERE batch_id = 'I1.f.bbb'").fetchall() == [("loaded",)]
