@@ -613,7 +613,12 @@ LARGE_FACTS = {"emr.fct_encounter": "encounter_key", "emr.fct_lab_result": "lab_
                # incremental by a literal batch list (the identities), by batch and by changed person links
                "intermediate.int_identities_unioned": "identity_key", "intermediate.int_identities_linked": "identity_key",
                "health_record.dim_health_record": "record_key", "population.dim_person": "person_key",
-               "population.person_identifier": "identity_key", "health_record.person_timeline": "timeline_event_key"}
+               "population.person_identifier": "identity_key", "health_record.person_timeline": "timeline_event_key",
+               # by a literal batch list against the row held, and the rows held whose person link changed
+               "emr.fct_diagnosis": "diagnosis_key", "emr.fct_procedure": "procedure_key",
+               "emr.fct_exam_report": "exam_report_key", "health_record.fct_immunization": "immunization_key",
+               "resource.dim_department": "department_key", "resource.dim_practitioner": "practitioner_key",
+               "resource.dim_equipment": "equipment_key"}
 
 
 def test_large_facts_build_incrementally_by_batch_and_equal_a_full_refresh(built_lake):
@@ -625,8 +630,10 @@ def test_large_facts_build_incrementally_by_batch_and_equal_a_full_refresh(built
     at = T0 + timedelta(hours=48)
     writer = lake.connect()
     try:
+        # E001 corrected: another patient (P003, 王五) — its diagnosis DX3, lab result L1 and order O1,
+        # not re-sent, follow it to her person (relinked_held)
         _insert_bronze(writer, "encounter", "b20", "H001", at, [
-            {"encounter_id": "E001", "patient_id": "P001", "visit_type_code": "1", "department_code": "D01",
+            {"encounter_id": "E001", "patient_id": "P003", "visit_type_code": "1", "department_code": "D01",
              "practitioner_id": "DR01", "visit_at": "2024-03-01 09:00:00", "payment_method_code": "07",
              "total_fee": "99.00"},
             {"encounter_id": "E009", "patient_id": "P003", "visit_type_code": "1", "department_code": "D01",
@@ -637,6 +644,28 @@ def test_large_facts_build_incrementally_by_batch_and_equal_a_full_refresh(built
         _insert_bronze(writer, "lab_result", "b22", "H001", at, [
             {"lab_result_id": "L9", "encounter_id": "E009", "patient_id": "P003", "item_code": "GLU",
              "result_value": "5.1", "unit": "mmol/L", "reported_at": "2024-03-28 11:00:00"}])
+        # the other facts and dimensions built from their new batches only: a new procedure, exam
+        # report, practitioner and piece of equipment; a corrected vaccination and department
+        _insert_bronze(writer, "procedure", "b24", "H001", at, [
+            {"procedure_id": "PR3", "encounter_id": "E009", "patient_id": "P003", "procedure_seq": "1",
+             "procedure_code": "47001", "procedure_name": "阑尾切除术", "procedure_at": "2024-03-28 10:00:00"}])
+        _insert_bronze(writer, "exam_report", "b25", "H001", at, [
+            {"report_id": "X2", "encounter_id": "E009", "patient_id": "P003", "exam_category": "超声",
+             "exam_item_name": "腹部超声", "conclusion": "阑尾炎", "is_abnormal": "是",
+             "reported_at": "2024-03-28 09:30:00"}])
+        _insert_bronze(writer, "immunization", "b26", "CDC01", at, [
+            {"immunization_id": "V1", "id_number": ID_E, "name": "小明", "birth_date": "2020-03-01",
+             "vaccine_code": "0101", "vaccine_name": "乙肝疫苗", "dose_seq": "1", "vaccinated_date": "20200302",
+             "lot_number": "L2020B", "vaccinating_institution_code": "CDC01"}])
+        _insert_bronze(writer, "department", "b27", "H001", at, [
+            {"department_code": "D01", "department_name": "心血管内科", "department_kind": "住院",
+             "approved_beds": "50", "open_beds": "48"}])
+        _insert_bronze(writer, "practitioner", "b28", "H001", at, [
+            {"practitioner_id": "DR03", "name": "孙医生", "sex_code": "1", "department_code": "D02",
+             "profession": "医师", "title": "住院医师"}])
+        _insert_bronze(writer, "equipment", "b29", "H001", at, [
+            {"equipment_id": "SB0002", "equipment_name": "磁共振成像设备（MRI）", "equipment_type": "mri",
+             "department_code": "D02", "purchase_date": "2023-01-01", "status": "在用"}])
         # a health archive corrected (new family doctor) and a new one for 王五 (P003's ID number):
         # the EMPI links it to her person, whose golden record, identifiers and timeline change
         _insert_bronze(writer, "health_record", "b23", "C001", at, [
@@ -650,7 +679,9 @@ def test_large_facts_build_incrementally_by_batch_and_equal_a_full_refresh(built
         writer.close()
     select = ["--select", "int_identities_unioned", "int_identities_linked", "dim_person", "person_identifier",
               "dim_health_record", "fct_encounter", "fct_diagnosis", "fct_lab_result", "fct_medication_order",
-              "int_code_values_by_batch", "unmapped_code", "fct_indicator_value", "person_timeline"]
+              "int_code_values_by_batch", "unmapped_code", "fct_indicator_value", "person_timeline",
+              "fct_procedure", "fct_exam_report", "fct_immunization", "dim_department", "dim_practitioner",
+              "dim_equipment"]
     result = run_dbt("run", *select)
     assert result.returncode == 0, result.stdout[-4000:]
 
@@ -676,6 +707,23 @@ def test_large_facts_build_incrementally_by_batch_and_equal_a_full_refresh(built
     assert [r[:3] for r in changed[2:]] == [("R001", "FD02", "张三"), ("R003", "FD01", "王五")]
     assert changed[3][3:5] == ("13700000003", 2) and changed[3][5] >= 3
     assert len(incremental["emr.fct_encounter"]) == 6 and len(incremental["emr.fct_lab_result"]) == 3
+    c = lake.connect(read_only=True)
+    try:   # E001's diagnosis, lab result and order, not re-sent, follow it to 王五's person
+        assert c.execute("""
+            SELECT count(DISTINCT person_key), count(*) FROM (
+                SELECT person_key FROM lake.emr.fct_encounter WHERE encounter_id = 'E001'
+                UNION ALL SELECT person_key FROM lake.emr.fct_diagnosis WHERE diagnosis_id = 'DX3'
+                UNION ALL SELECT person_key FROM lake.emr.fct_lab_result WHERE lab_result_id = 'L1'
+                UNION ALL SELECT person_key FROM lake.emr.fct_medication_order WHERE order_id = 'O1'
+                UNION ALL SELECT person_key FROM lake.population.dim_person WHERE name = '王五')""").fetchall() == [(1, 5)]
+        assert c.execute("SELECT lot_number FROM lake.health_record.fct_immunization WHERE immunization_id = 'V1'"
+                         ).fetchall() == [("L2020B",)]
+        assert c.execute("SELECT open_beds FROM lake.resource.dim_department WHERE department_code = 'D01'"
+                         ).fetchall() == [(48,)]
+        assert c.execute("SELECT count(*) FROM lake.resource.dim_practitioner").fetchall() == [(3,)]
+        assert c.execute("SELECT count(*) FROM lake.resource.dim_equipment").fetchall() == [(2,)]
+    finally:
+        c.close()
     c = lake.connect(read_only=True)
     try:   # the new batch's unmapped lab item is counted once more; its batch counted, the old ones not again
         assert c.execute("SELECT row_count FROM lake.resource.unmapped_code WHERE code_value = 'GLU'").fetchall() == [(2,)]

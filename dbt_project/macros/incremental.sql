@@ -149,3 +149,45 @@ qualify row_number() over (
          and {{ new }}._source_row > {{ held }}._source_row)
      {%- endif %})
 {%- endmacro %}
+
+
+{#- Incremental against the version held (dim_health_record's way), for a mart with one row per
+    business key and its source row's _batch_id and _ingested_at: the latest version of each key
+    among the rows of the batches the mart has not seen (a literal batch list pushed into the bronze
+    scan, new_batch_literals), kept when it is later than the row held (newer_than). Only the new
+    batches' rows are parsed; every version of the touched keys is not read again. held_key_columns:
+    the mart's names of key_columns when they differ. -#}
+{% macro newer_than_held(staging_relation, key_columns, held_key_columns=none) -%}
+{%- set held_keys = held_key_columns or key_columns -%}
+{%- set batches = new_batch_literals(staging_relation, 'select _batch_id from ' ~ this) -%}
+select new_versions.*
+from ({{ latest_of_batches(staging_relation, key_columns, batches) }}) as new_versions
+left join {{ this }} as held
+    on {% for k in key_columns %}held.{{ held_keys[loop.index0] }} = new_versions.{{ k }}{{ ' and ' if not loop.last }}{% endfor %}
+where {{ newer_than('new_versions', 'held', with_source_row=false) }}
+{%- endmacro %}
+
+
+{#- The rows held whose person link changed and that have no new version (new_relation: the new
+    versions, with key_columns): the row as held with the person_key of person_key_sql, which may
+    use the held row as `held` and the joins of joins_sql. A fact's person comes from its encounter
+    (fct_encounter) or the institution's patient, or from its identity (the EMPI): when the EMPI
+    merges, splits or newly links, the rows of those persons change without a new batch. The held
+    mart is read in full (typed, a few columns joined): the staging views are not. -#}
+{% macro relinked_held(key_columns, new_relation, person_key_sql, joins_sql) -%}
+select held.* replace ({{ person_key_sql }} as person_key)
+from {{ this }} as held
+{{ joins_sql }}
+where held.person_key is distinct from {{ person_key_sql }}
+  and not exists (select 1 from {{ new_relation }} as new_versions
+                  where {% for k in key_columns %}new_versions.{{ k }} = held.{{ k }}{{ ' and ' if not loop.last }}{% endfor %})
+{%- endmacro %}
+
+
+{#- relinked_held for the EMR facts linked through their encounter first, then the institution's
+    patient (CTEs `encounters` and `patients` of the model). -#}
+{% macro relinked_by_encounter(key_columns, new_relation) -%}
+{{ relinked_held(key_columns, new_relation, 'coalesce(encounters.person_key, patients.person_key)',
+    'left join encounters on encounters.institution_code = held.institution_code and encounters.encounter_id = held.encounter_id
+left join patients on patients.institution_code = held.institution_code and patients.patient_id = held.patient_id') }}
+{%- endmacro %}

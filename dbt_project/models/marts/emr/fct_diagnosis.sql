@@ -1,4 +1,13 @@
+{{ config(materialized='incremental', unique_key='diagnosis_key', incremental_strategy='delete+insert',
+          on_schema_change='append_new_columns') }}
+
 -- 诊断：one row per diagnosis record (institution_code, diagnosis_id), ICD-10 coded.
+-- Incremental by a literal batch list (macros/incremental.sql, newer_than_held): a run reads only the
+-- new diagnosis batches' rows (the latest version of each key among them replaces the row held when
+-- it is later) and re-links the rows held whose person link changed (relinked_by_encounter).
+-- fct_encounter reads this table's batches as of the previous run (the diagnoses it has not seen):
+-- they are the batches of the rows kept, incremental or full.
+-- depends_on: {{ ref('stg_bronze__diagnoses') }}
 
 with
 
@@ -7,7 +16,11 @@ diagnoses as (
     select
         *,
         case when is_valid_diagnosis_code then substr(diagnosis_code, 1, 3) end as icd10_category_code
+    {%- if is_incremental() %}
+    from ({{ newer_than_held(ref('stg_bronze__diagnoses'), ['institution_code', 'diagnosis_id']) }}) as new_versions
+    {%- else %}
     from {{ ref('int_diagnoses_deduplicated') }}
+    {%- endif %}
 
 ),
 
@@ -69,6 +82,12 @@ final as (
         on icd10_category.category_code = diagnoses.icd10_category_code
     left join icd10_subcategory
         on icd10_subcategory.subcategory_code = substr(diagnoses.diagnosis_code, 1, 5)
+    {%- if is_incremental() %}
+
+    union all
+
+    {{ relinked_by_encounter(['institution_code', 'diagnosis_id'], 'diagnoses') }}
+    {%- endif %}
 
 )
 

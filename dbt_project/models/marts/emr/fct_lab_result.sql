@@ -11,17 +11,18 @@
 
 -- 检验结果：one row per lab result (institution_code, lab_result_id): the value as reported and its
 -- numeric reading, unit, reference range (and its bounds when it is 'low-high'), abnormal flag.
--- Incremental by batch (macros/incremental.sql): a run rebuilds the rows that new batches touched
--- and those whose person link went stale; person_key through the encounter (fct_encounter) first.
--- depends_on: {{ ref('stg_bronze__lab_results') }} {{ ref('dim_person') }} {{ ref('int_patients_linked') }}
+-- Incremental by a literal batch list (macros/incremental.sql, newer_than_held): a run reads only the
+-- new lab result batches' rows (the latest version of each key among them replaces the row held when it
+-- is later) and re-links the rows held whose person link changed (relinked_by_encounter: person_key
+-- through the encounter (fct_encounter) first, then the institution's patient).
+-- depends_on: {{ ref('stg_bronze__lab_results') }}
 
 with
 
 lab_results as (
 
     {%- if is_incremental() %}
-    {%- set keys = ['institution_code', 'lab_result_id'] %}
-    {{ latest_per_key_of(ref('stg_bronze__lab_results'), keys, touched_keys(ref('stg_bronze__lab_results'), keys, stale_person_keys(keys))) }}
+    select * from ({{ newer_than_held(ref('stg_bronze__lab_results'), ['institution_code', 'lab_result_id']) }}) as new_versions
     {%- else %}
     select * from {{ ref('int_lab_results_deduplicated') }}
     {%- endif %}
@@ -105,3 +106,9 @@ final as (
 )
 
 select * from final
+{%- if is_incremental() %}
+
+union all
+
+{{ relinked_by_encounter(['institution_code', 'lab_result_id'], 'lab_results') }}
+{%- endif %}

@@ -2,17 +2,18 @@
           on_schema_change='append_new_columns') }}
 
 -- 用药医嘱：one row per prescription / medication order (institution_code, order_id).
--- Incremental by batch (macros/incremental.sql): a run rebuilds the rows that new batches touched
--- and those whose person link went stale; person_key through the encounter (fct_encounter) first.
--- depends_on: {{ ref('stg_bronze__prescriptions') }} {{ ref('dim_person') }} {{ ref('int_patients_linked') }}
+-- Incremental by a literal batch list (macros/incremental.sql, newer_than_held): a run reads only the
+-- new prescription batches' rows (the latest version of each key among them replaces the row held when it
+-- is later) and re-links the rows held whose person link changed (relinked_by_encounter: person_key
+-- through the encounter (fct_encounter) first, then the institution's patient).
+-- depends_on: {{ ref('stg_bronze__prescriptions') }}
 
 with
 
 orders as (
 
     {%- if is_incremental() %}
-    {%- set keys = ['institution_code', 'order_id'] %}
-    {{ latest_per_key_of(ref('stg_bronze__prescriptions'), keys, touched_keys(ref('stg_bronze__prescriptions'), keys, stale_person_keys(keys))) }}
+    select * from ({{ newer_than_held(ref('stg_bronze__prescriptions'), ['institution_code', 'order_id']) }}) as new_versions
     {%- else %}
     select * from {{ ref('int_prescriptions_deduplicated') }}
     {%- endif %}
@@ -61,3 +62,9 @@ final as (
 )
 
 select * from final
+{%- if is_incremental() %}
+
+union all
+
+{{ relinked_by_encounter(['institution_code', 'order_id'], 'orders') }}
+{%- endif %}

@@ -1,12 +1,23 @@
+{{ config(materialized='incremental', unique_key='procedure_key', incremental_strategy='delete+insert',
+          on_schema_change='append_new_columns') }}
+
 -- 手术操作：one row per procedure record (institution_code, procedure_id), ICD-9-CM-3 coded
 -- ('01011' → '01.011'); a code not in the national table is kept with is_known_procedure_code
 -- false and listed in resource.unmapped_code.
+-- Incremental by a literal batch list (macros/incremental.sql, newer_than_held): a run reads only the
+-- new procedure batches' rows (the latest version of each key among them replaces the row held when it
+-- is later) and re-links the rows held whose person link changed (relinked_held).
+-- depends_on: {{ ref('stg_bronze__procedures') }}
 
 with
 
 procedures as (
 
+    {%- if is_incremental() %}
+    select * from ({{ newer_than_held(ref('stg_bronze__procedures'), ['institution_code', 'procedure_id']) }}) as new_versions
+    {%- else %}
     select * from {{ ref('int_procedures_deduplicated') }}
+    {%- endif %}
 
 ),
 
@@ -63,6 +74,12 @@ final as (
         on patients.institution_code = procedures.institution_code
         and patients.patient_id = procedures.patient_id
     left join icd9 on icd9.procedure_code = procedures.procedure_code
+    {%- if is_incremental() %}
+
+    union all
+
+    {{ relinked_by_encounter(['institution_code', 'procedure_id'], 'procedures') }}
+    {%- endif %}
 
 )
 

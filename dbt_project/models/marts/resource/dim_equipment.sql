@@ -1,11 +1,22 @@
+{{ config(materialized='incremental', unique_key='equipment_key', incremental_strategy='delete+insert',
+          on_schema_change='append_new_columns') }}
+
 -- 医用设备：one row per piece of major medical equipment of an institution
 -- (institution_code, equipment_id), the latest version of the institution's equipment register.
+-- Incremental by a literal batch list (macros/incremental.sql, newer_than_held): a run reads only the
+-- new equipment batches' rows (the latest version of each key among them replaces the row held when
+-- it is later); nothing else of it depends on another model.
+-- depends_on: {{ ref('stg_bronze__equipment') }}
 
 with
 
 equipment as (
 
+    {%- if is_incremental() %}
+    select * from ({{ newer_than_held(ref('stg_bronze__equipment'), ['institution_code', 'equipment_id']) }}) as new_versions
+    {%- else %}
     select * from {{ ref('int_equipment_deduplicated') }}
+    {%- endif %}
 
 ),
 
