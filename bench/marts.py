@@ -11,12 +11,16 @@ read), the seeds are loaded, then
   full   `dbt run --full-refresh`: every staging, intermediate and mart model, from all of bronze;
   delta  1 % of every bronze data set's rows arrive as one new batch per data set — half of them
          corrected re-sends of existing business keys, half new keys — and `dbt run` builds what
-         changed: incrementally the large facts fct_encounter, fct_lab_result, fct_medication_order
-         (by batch), int_identities_unioned and dim_health_record (only the new batches' rows are
-         parsed: a literal batch list pushed into the bronze scan), the EMPI int_identities_linked
-         (the new batches' identities, those they block with and the clusters they touch are read,
-         linked and written back; nothing else of the EMPI's state), person_timeline (the persons
-         whose events changed) and int_code_values_by_batch (unmapped_code and IND12 sum its
+         changed: against the row held (only the new batches' rows parsed: a literal batch list
+         pushed into the bronze scan; the held rows whose person link changed re-linked) the facts
+         and dimensions fct_lab_result, fct_medication_order, fct_diagnosis, fct_procedure,
+         fct_exam_report, fct_immunization, dim_department, dim_practitioner, dim_equipment,
+         dim_health_record and int_identities_unioned; fct_encounter by the keys new batches touched
+         (every version of them); the EMPI int_identities_linked (the new batches' identities, those
+         they block with and the clusters they touch are read, linked and written back; nothing
+         else of the EMPI's state), dim_person and person_identifier (changed identities),
+         person_timeline (the persons whose events changed) and int_code_values_by_batch (each
+         staging model with new batches read once, unpivoted; unmapped_code and IND12 sum its
          per-batch counts); views whose SQL did not change are left alone
          (macros/view_unchanged.sql); the other tables rebuild.
 
