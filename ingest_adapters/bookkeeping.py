@@ -26,12 +26,19 @@ OPS_DDL = (
         rejected_at TIMESTAMP WITH TIME ZONE)""",
 )
 
+# Identifiers of the FHIR resources loaded so far, per institution: references in later files resolve
+# against it (ingest_adapters/fhir.py).
+INDEX_TABLE = "ops.fhir_resource_index"
+INDEX_DDL = (f"CREATE TABLE IF NOT EXISTS {INDEX_TABLE} (institution_code VARCHAR, resource_type VARCHAR, "
+             "resource_id VARCHAR, full_url VARCHAR, identifier_system VARCHAR, identifier_value VARCHAR, "
+             "key_value VARCHAR, batch_id VARCHAR)")
+
 BATCH_COLUMNS = ("batch_id", "institution_code", "feed", "dataset", "format", "encoding", "source_file", "sha256",
                  "bytes", "rows_read", "rows_loaded", "rows_rejected", "status", "error", "started_at", "finished_at")
 
 
 def ensure_ops_tables(con: duckdb.DuckDBPyConnection) -> None:
-    for ddl in OPS_DDL:
+    for ddl in OPS_DDL + (INDEX_DDL,):
         con.execute(ddl)
 
 

@@ -36,6 +36,7 @@ _scan_ids = itertools.count(1)
 WIDE_LINE_SIZE = 64 * 1024 * 1024
 SEQUENCE = "__hl_sequence"  # 1..n over the loaded records, in file order
 BATCH_ROWS = 245760  # rows per Arrow batch between the parser and the lake (2 DuckDB vectors × 60)
+PARSE_AHEAD = "64MB"
 
 
 def _sql_str(s: str) -> str:
@@ -106,6 +107,9 @@ def _parser() -> duckdb.DuckDBPyConnection:
             db = duckdb.connect()  # in memory, no extensions: read_csv is DuckDB's own
             # string views hand the parsed values over without copying them into Arrow's contiguous buffers
             db.execute("SET enable_progress_bar = false; SET produce_arrow_string_view = true")
+            # the parser's threads run ahead of the lake by up to this much: with DuckDB's default
+            # (~1 MB) a streamed result is produced by one thread at a time
+            db.execute(f"SET streaming_buffer_size = '{PARSE_AHEAD}'")
             _parser_db = (os.getpid(), db)
         return _parser_db[1].cursor()
 

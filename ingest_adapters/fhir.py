@@ -37,8 +37,8 @@ from __future__ import annotations
 
 import difflib
 import json
-import weakref
 import re
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +47,7 @@ import orjson
 import pyarrow as pa
 
 from catalog.standard import Dataset, get_dataset
+from ingest_adapters.bookkeeping import INDEX_DDL, INDEX_TABLE
 from ingest_adapters.errors import UnreadableFileError
 from ingest_adapters.jsonl import render_number
 from ingest_adapters.multi import MappingChecker, MultiScan, Rows, fail
@@ -85,10 +86,6 @@ DEFAULT_RESOURCE = {"person": "Patient", "encounter": "Encounter", "diagnosis": 
                     "practitioner": "Practitioner", "department": "Organization", "procedure": "Procedure",
                     "imaging_study": "ImagingStudy", "exam_report": "DiagnosticReport"}
 
-INDEX_TABLE = "ops.fhir_resource_index"
-INDEX_DDL = (f"CREATE TABLE IF NOT EXISTS {INDEX_TABLE} (institution_code VARCHAR, resource_type VARCHAR, "
-             "resource_id VARCHAR, full_url VARCHAR, identifier_system VARCHAR, identifier_value VARCHAR, "
-             "key_value VARCHAR, batch_id VARCHAR)")
 
 _REF = re.compile(r"^ref\((?P<path>[^()]+)\)$")
 _STEP = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<sel>(?:\[[^\]]*\])*)$")
@@ -319,7 +316,9 @@ def _ndjson(text: str) -> list:
 # ------------------------------------------------------------------ references
 
 # Connections known to have the index: it is never dropped, and asking the lake's information schema
-# costs ~0.1 s on a lake of a hundred tables (a city delivers dozens of FHIR files per run).
+# costs ~0.1 s on a lake of a hundred tables (a city delivers dozens of FHIR files per run). The
+# ingest creates the index with the other ops tables, committed before any file's transaction, so a
+# "yes" cannot come from a creation that a file's (or a group's) rollback then undoes.
 _indexed: "weakref.WeakKeyDictionary[duckdb.DuckDBPyConnection, bool]" = weakref.WeakKeyDictionary()
 
 

@@ -20,8 +20,8 @@ import duckdb
 
 from catalog.standard import bronze_ddl, datasets, get_dataset
 from healthlake.config import Settings, settings as load_settings
-from ingest_adapters.bookkeeping import (batch_state, cached_loaded, ensure_ops_tables, record_batch,
-                                          sync_institutions)
+from ingest_adapters.bookkeeping import (INDEX_TABLE, batch_state, cached_loaded, ensure_ops_tables,
+                                          record_batch, sync_institutions)
 from ingest_adapters.errors import IngestError
 from ingest_adapters.multi import ORDINAL, MultiScan
 from ingest_adapters.readers import get_reader, is_multi_dataset
@@ -76,7 +76,7 @@ def ensure_bronze_tables(con: duckdb.DuckDBPyConnection) -> None:
             "SELECT table_schema, table_name, column_name FROM information_schema.columns "
             "WHERE table_catalog = current_database() AND table_schema IN ('ops', 'bronze')").fetchall():
         columns.setdefault(f"{schema}.{table}", set()).add(column)
-    if not {"ops.institution", "ops.ingest_batch", "bronze._rejects"} <= columns.keys():
+    if not {"ops.institution", "ops.ingest_batch", "bronze._rejects", INDEX_TABLE} <= columns.keys():
         ensure_ops_tables(con)
     for name in datasets():
         have = columns.get(f"bronze.{name}")
@@ -101,7 +101,11 @@ def _renumber_sql(table: str) -> str:
             f"(SELECT count(*) FROM _reject_gaps g WHERE g.t < {table}._source_row) WHERE _batch_id = ?")
 
 
-def ingest_file(con: duckdb.DuckDBPyConnection, registry: Registry, path: Path, s: Settings) -> BatchResult:
+def ingest_file(con: duckdb.DuckDBPyConnection, registry: Registry, path: Path, s: Settings,
+                grouped: bool = False) -> BatchResult:
+    """Load one landing file in a transaction of its own, or, ``grouped``, in the caller's open
+    transaction: then any error is raised (``_GroupAborted``) instead of recorded, and the caller
+    rolls the group back and loads its files one by one."""
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     rel = path.relative_to(s.landing).as_posix()
@@ -127,7 +131,10 @@ def ingest_file(con: duckdb.DuckDBPyConnection, registry: Registry, path: Path, 
         result.dataset = batch["dataset"] = ",".join(feed.datasets)
         batch.update(format=feed.format, encoding=feed.encoding)
         done = cached_loaded(con, result.institution_code, result.feed, sha)
-        if done is None:
+        if done is None and grouped:
+            done, batch["earlier_failed"] = batch_state(con, result.institution_code, result.feed, sha,
+                                                        result.batch_id)
+        elif done is None:
             # The check, the reader's lake lookups, the rows, the rejects and the batch row share one
             # transaction: DuckLake reads its catalog once per transaction (~30 ms after each commit),
             # so a city's hundreds of small files would otherwise spend most of their time there.
@@ -147,6 +154,8 @@ def ingest_file(con: duckdb.DuckDBPyConnection, registry: Registry, path: Path, 
             try:
                 _load_single(con, scan, feed, ds, batch, result, started)
             except _RecordTooLong:
+                if grouped:
+                    raise
                 con.execute("ROLLBACK")
                 con.execute("BEGIN")
                 scan = scan.widened()   # same file, larger record limit (one file in many: read twice)
@@ -155,9 +164,12 @@ def ingest_file(con: duckdb.DuckDBPyConnection, registry: Registry, path: Path, 
             result.rows_read, result.rows_loaded, result.rows_rejected = batch["rows_read"], batch["rows_loaded"], batch["rows_rejected"]
         scan.cleanup()  # inside the transaction: releasing a registered scan then costs no catalog read
         scan = None
-        con.execute("COMMIT")
-        in_transaction = False
+        if not grouped:
+            con.execute("COMMIT")
+            in_transaction = False
     except Exception as e:  # noqa: BLE001 — any error fails this file's batch, never the others
+        if grouped:
+            raise _GroupAborted(rel) from e
         if in_transaction:
             in_transaction = False
             con.execute("ROLLBACK")
@@ -174,6 +186,48 @@ def ingest_file(con: duckdb.DuckDBPyConnection, registry: Registry, path: Path, 
             scan.cleanup()
         result.seconds = time.perf_counter() - t0
     return result
+
+
+class _GroupAborted(Exception):
+    """A file of a group failed (or needs a second read): the group is rolled back and its files
+    are loaded one by one, each in its own transaction, where a failure is recorded as usual."""
+
+
+# A DuckLake commit costs ~15-35 ms and a transaction's first lake statement ~20 ms (the catalog is
+# read again after every commit): most of a city's files are small, so they are loaded in groups,
+# one transaction per group.
+GROUP_FILES = 64
+GROUP_BYTES = 32 * 1024 * 1024
+
+
+def _groups(paths) -> Iterator[list[Path]]:
+    group, size = [], 0
+    for p in paths:
+        n = p.stat().st_size if p.is_file() else 0
+        if group and (len(group) >= GROUP_FILES or size + n > GROUP_BYTES):
+            yield group
+            group, size = [], 0
+        group.append(p)
+        size += n
+    if group:
+        yield group
+
+
+def _ingest_group(con: duckdb.DuckDBPyConnection, registry: Registry, paths: list[Path], s: Settings) -> list[BatchResult]:
+    """The group's files in one transaction; if one fails, each file again in its own."""
+    if len(paths) > 1:
+        con.execute("BEGIN")
+        try:
+            results = [ingest_file(con, registry, p, s, grouped=True) for p in paths]
+            con.execute("COMMIT")
+            return results
+        except (_GroupAborted, duckdb.TransactionException) as e:  # a file failed; or a commit conflict
+            try:
+                con.execute("ROLLBACK")
+            except duckdb.TransactionException:
+                pass  # a failed COMMIT has already ended the transaction
+            log.info("group of %d files rolled back (%s): loading them one by one", len(paths), e)
+    return [ingest_file(con, registry, p, s) for p in paths]
 
 
 class _RecordTooLong(Exception):
@@ -301,7 +355,7 @@ def ingest_landing(s: Settings | None = None, registry: Registry | None = None,
         from ingest_adapters.bookkeeping import known_loaded
 
         with known_loaded(con):  # content loaded before: one query, not one per file
-            return [ingest_file(con, registry, p, s) for p in landing_files(s.landing)]
+            return [r for group in _groups(landing_files(s.landing)) for r in _ingest_group(con, registry, group, s)]
     finally:
         if own:
             release(con)

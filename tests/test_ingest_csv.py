@@ -152,6 +152,33 @@ def test_unreadable_file_fails_its_batch_and_others_load(lake_env):
     assert query(s, "SELECT count(*) FROM ops.ingest_batch") == [(4,)]
 
 
+def test_small_files_share_one_commit_and_a_group_with_a_failing_file_is_loaded_file_by_file(lake_env):
+    s = lake_env
+    write_registry(s, [inst("H1"), inst("H2")])
+    ingest_landing()  # the lake's tables
+    snapshots = "SELECT count(*) FROM lake.snapshots()"
+    [(before,)] = query(s, snapshots)
+    for i in range(3):
+        put(s, "H1", f"d{i}.csv", f"KSDM,KSMC,KSLB\n0{i},a,x\n".encode())
+    assert [r.status for r in ingest_landing()] == ["loaded"] * 3
+    assert query(s, snapshots) == [(before + 1,)]          # three files, one DuckLake commit
+    # a second delivery whose group holds an empty file and a record over the parser's default
+    # limit (read again with a wider one): the group is rolled back and its files loaded one by one
+    put(s, "H2", "a.csv", b"KSDM,KSMC,KSLB\n11,a,x\n")
+    put(s, "H2", "b.csv", b"")
+    put(s, "H2", "c.csv", ("KSDM,KSMC,KSLB\n12," + "长" * 1_000_000 + ",x\n").encode())
+    results = {r.source_file: r for r in ingest_landing()}
+    assert {k: v.status for k, v in results.items()} == {
+        "H1/dict_dept/d0.csv": "skipped", "H1/dict_dept/d1.csv": "skipped", "H1/dict_dept/d2.csv": "skipped",
+        "H2/dict_dept/a.csv": "loaded", "H2/dict_dept/b.csv": "failed", "H2/dict_dept/c.csv": "loaded"}
+    assert results["H2/dict_dept/c.csv"].notes["max_record_bytes"] == 64 * 1024 * 1024
+    assert query(s, "SELECT department_code, _source_file FROM bronze.department ORDER BY 1") == [
+        ("00", "H1/dict_dept/d0.csv"), ("01", "H1/dict_dept/d1.csv"), ("02", "H1/dict_dept/d2.csv"),
+        ("11", "H2/dict_dept/a.csv"), ("12", "H2/dict_dept/c.csv")]
+    assert query(s, "SELECT source_file, status FROM ops.ingest_batch WHERE institution_code = 'H2' ORDER BY 1") == [
+        ("H2/dict_dept/a.csv", "loaded"), ("H2/dict_dept/b.csv", "failed"), ("H2/dict_dept/c.csv", "loaded")]
+
+
 def test_registry_errors_suggest_the_closest_name(lake_env):
     bad = inst("H1")
     bad["feeds"][0]["format"] = "cvs"
