@@ -28,6 +28,7 @@ PIPELINE_SCHEMAS = ("bronze", "ops")
 EXTENSIONS = ("ducklake", "sqlite_scanner", "postgres_scanner", "httpfs")
 
 _install_lock = threading.Lock()
+_extensions_ready: set[tuple[int, str]] = set()
 log = logging.getLogger(__name__)
 
 # DuckLake settles a lost commit race itself: when the other snapshot's changes do not conflict
@@ -57,9 +58,13 @@ def duckdb_config(s: Settings) -> dict:
 
 
 def ensure_extensions(s: Settings | None = None) -> None:
-    """Install the packaged extensions into the project-local directory (idempotent)."""
+    """Install the packaged extensions into the project-local directory (idempotent; checked once
+    per process and directory: the check opens a DuckDB instance of its own)."""
     s = s or load_settings()
     with _install_lock:
+        key = (os.getpid(), str(s.extension_dir))
+        if key in _extensions_ready and s.extension_dir.is_dir():
+            return
         con = duckdb.connect(config=duckdb_config(s))
         try:
             installed = {r[0] for r in con.sql(
@@ -75,6 +80,7 @@ def ensure_extensions(s: Settings | None = None) -> None:
                 con.execute(f"INSTALL '{shipped[name]}'")
         finally:
             con.close()
+        _extensions_ready.add(key)
 
 
 def s3_secret_sql(s: Settings) -> str | None:
@@ -98,6 +104,14 @@ def connect(s: Settings | None = None, read_only: bool = False, database: str = 
     """A DuckDB connection with the lake attached as ``lake`` and selected as default.
 
     ``read_only=True`` attaches the catalog read-only: analysts and `healthlake sql` use it.
+
+    With the SQLite catalog (the embedded lake) the connection is a cursor of one DuckDB instance
+    per process, lake and mode (``_shared_instance``): a new instance verifies the signatures of the
+    ducklake and sqlite_scanner extensions as it loads them and attaches the catalog (~0.6 s of
+    CPU), and the demo opened 20–30. A cursor is a connection of its own (transactions, temporary
+    tables, ``USE``, session settings); closing it leaves the instance to the next ``connect()``.
+    With a PostgreSQL catalog every call is a new instance: a retry after the catalog server
+    restarted must not reuse the instance's broken server connections.
     """
     s = s or load_settings()
     ensure_extensions(s)
@@ -107,15 +121,26 @@ def connect(s: Settings | None = None, read_only: bool = False, database: str = 
             raise FileNotFoundError(f"no lake at {s.catalog}: run `healthlake demo` (or `make demo`) first")
     if not s.data_is_s3:
         os.makedirs(s.data_path, exist_ok=True)
+    if database != ":memory:" or s.catalog_kind != "sqlite":
+        return _new_instance(s, read_only, database)
+    con = _shared_instance(s, read_only).cursor()
+    con.execute(f"USE {LAKE}")
+    return con
+
+
+def _new_instance(s: Settings, read_only: bool, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
+    """A new DuckDB instance: extensions' settings, the S3 secret, the lake attached and used."""
     con = duckdb.connect(database, config=duckdb_config(s))
+    # GLOBAL: the settings hold for every cursor of the instance (connect() hands out cursors)
     for name, value in DUCKLAKE_RETRY.items():
-        con.execute(f"SET {name} = {value}")
+        con.execute(f"SET GLOBAL {name} = {value}")
     secret = s3_secret_sql(s)
     if secret:
         con.execute(secret)
         # A restarted S3 server is back within seconds: retry refused/failed requests 8 times,
         # 200 ms growing x2 (about 50 s in all; httpfs's default is 3 tries, 100 ms x4).
-        con.execute("SET http_retries = 8; SET http_retry_wait_ms = 200; SET http_retry_backoff = 2")
+        con.execute("SET GLOBAL http_retries = 8; SET GLOBAL http_retry_wait_ms = 200; "
+                    "SET GLOBAL http_retry_backoff = 2")
     _attach(con, s, read_only)
     con.execute(f"USE {LAKE}")
     if not read_only:
@@ -124,6 +149,57 @@ def connect(s: Settings | None = None, read_only: bool = False, database: str = 
                 con.execute(f"CREATE SCHEMA IF NOT EXISTS {LAKE}.{schema}")
         with_retries(schemas, what="create schemas")  # two writers creating the same schema conflict
     return con
+
+
+# (pid, read_only, ATTACH string, data path, extension dir, S3 secret, catalog file identity) → the
+# instance whose cursors connect() hands out. Most recent last; older ones are dropped from here (never
+# closed: closing an instance closes its cursors, which may still be in use; the last cursor's close
+# frees it). The catalog file's identity (device, inode) makes a replaced catalog (a restore, a
+# test's fresh lake at the same path) a new instance rather than the old file's.
+_instances: dict[tuple, duckdb.DuckDBPyConnection] = {}
+_instances_lock = threading.Lock()
+_KEEP_INSTANCES = 4
+
+
+def _catalog_identity(s: Settings) -> tuple[int, int] | None:
+    try:
+        st = os.stat(s.catalog)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _instance_key(s: Settings, read_only: bool) -> tuple:
+    return (os.getpid(), read_only, s.ducklake_uri, s.data_path, str(s.extension_dir), s3_secret_sql(s),
+            _catalog_identity(s))
+
+
+def _shared_instance(s: Settings, read_only: bool) -> duckdb.DuckDBPyConnection:
+    """This process's instance for the lake and mode; a new one when there is none yet, or when
+    DuckDB invalidated it (kept referenced, never destroyed: see ``_abandoned``)."""
+    with _instances_lock:
+        key = _instance_key(s, read_only)
+        con = _instances.pop(key, None)
+        if con is not None and not _usable(con):
+            con = None
+        if con is None:
+            con = _new_instance(s, read_only)
+            key = _instance_key(s, read_only)  # the ATTACH may have created the catalog file
+        _instances[key] = con
+        while len(_instances) > _KEEP_INSTANCES:
+            _usable(_instances.pop(next(iter(_instances))))  # an invalidated one is kept, see _abandoned
+        return con
+
+
+def _usable(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the instance still answers; one DuckDB invalidated is abandoned (never destroyed)."""
+    try:
+        con.execute("SELECT 1")
+        return True
+    except Exception as e:  # noqa: BLE001 — any error: a new instance; an invalidated one is also kept
+        if is_invalidated(e):
+            _abandon(con, quiet=True)
+        return False
 
 
 # Connections whose database DuckDB invalidated after an internal error (seen when the PostgreSQL
@@ -159,12 +235,14 @@ def release(con: duckdb.DuckDBPyConnection | None) -> None:
         pass
 
 
-def _abandon(con: duckdb.DuckDBPyConnection) -> None:
+def _abandon(con: duckdb.DuckDBPyConnection, quiet: bool = False) -> None:
     import atexit
 
     if not _abandoned:
         atexit.register(_exit_keeping_abandoned)
     _abandoned.append(con)
+    if quiet:  # the shared instance of an abandoned cursor (connect()): already reported
+        return
     log.error("the lake connection's database was invalidated by a DuckDB fatal error; the connection is "
               "abandoned and this process will exit with status 1 when it ends (a new connection is used meanwhile)")
 
