@@ -23,11 +23,20 @@
 {%- endif %}
 
 with
+{%- if is_incremental() %}
+
+-- the touched keys, computed once (both the encounters and their principal diagnoses read them)
+touched_encounters as materialized (
+
+    {{ touched }}
+
+),
+{%- endif %}
 
 encounters as (
 
     {%- if is_incremental() %}
-    {{ link_encounters(latest_per_key_of(ref('stg_bronze__encounters'), keys, touched)) }}
+    {{ link_encounters(latest_per_key_of(ref('stg_bronze__encounters'), keys, 'select * from touched_encounters')) }}
     {%- else %}
     select * from {{ ref('int_encounters_linked') }}
     {%- endif %}
@@ -41,7 +50,7 @@ primary_diagnoses as (
     {%- if is_incremental() %}
     from ({{ latest_per_key_of(ref('stg_bronze__diagnoses'), ['institution_code', 'diagnosis_id'],
                                'select institution_code, diagnosis_id from ' ~ ref('stg_bronze__diagnoses')
-                               ~ ' semi join (' ~ touched ~ ') as t using (institution_code, encounter_id)') }})
+                               ~ ' semi join touched_encounters as t using (institution_code, encounter_id)') }})
     {%- else %}
     from {{ ref('int_diagnoses_deduplicated') }}
     {%- endif %}
