@@ -68,7 +68,7 @@ def known_loaded(con: duckdb.DuckDBPyConnection):
     """Within the block, ``cached_loaded`` on ``con`` answers "already loaded" for the content loaded
     before the block, from one query: a re-run over an unchanged landing zone of hundreds of files
     then opens no transaction per file. Only that positive answer is cached: a loaded batch stays
-    loaded. Content not loaded then is looked up again (``batch_state``) in its file's transaction,
+    loaded. Content not loaded then is looked up again (``batch_states``) in its file's transaction,
     so a concurrent writer's load is seen as before."""
     rows = con.execute("SELECT institution_code, feed, sha256, min(batch_id) FROM ops.ingest_batch "
                        "WHERE status = 'loaded' GROUP BY ALL").fetchall()
@@ -84,20 +84,25 @@ def cached_loaded(con: duckdb.DuckDBPyConnection, institution: str, feed: str, s
     return _known.get(id(con), {}).get((institution, feed, sha256))
 
 
-def batch_state(con: duckdb.DuckDBPyConnection, institution: str, feed: str, sha256: str,
-                batch_id: str) -> tuple[str | None, bool]:
-    """In one lake query: the batch id that already loaded this content for this feed (if any), and
-    whether an earlier attempt of ``batch_id`` failed (its row is replaced by ``record_batch``)."""
-    loaded, failed = None, False
-    for bid, status, sha in con.execute(
-            "SELECT batch_id, status, sha256 FROM ops.ingest_batch WHERE batch_id = ? "
-            "OR (institution_code = ? AND feed = ? AND sha256 = ? AND status = 'loaded')",
-            [batch_id, institution, feed, sha256]).fetchall():
-        if status == "loaded" and sha == sha256:
-            loaded = bid if loaded is None else min(loaded, bid)
-        elif bid == batch_id and status != "loaded":
-            failed = True
-    return loaded, failed
+def batch_states(con: duckdb.DuckDBPyConnection,
+                 keys: list[tuple[str, str, str, str]]) -> dict[str, tuple[str | None, bool]]:
+    """For each (institution, feed, sha256, batch id), in one lake query: the batch id that already
+    loaded this content for this feed (if any), and whether an earlier attempt of the batch failed
+    (its row is then replaced by ``record_batch``). Keyed by the batch id asked for."""
+    if not keys:
+        return {}
+    loaded: dict[tuple[str, str, str], str] = {}
+    failed: set[str] = set()
+    for bid, inst, feed, sha, status in con.execute(
+            "SELECT batch_id, institution_code, feed, sha256, status FROM ops.ingest_batch "
+            "WHERE list_contains(?, batch_id) OR (status = 'loaded' AND list_contains(?, sha256))",
+            [sorted({k[3] for k in keys}), sorted({k[2] for k in keys})]).fetchall():
+        if status == "loaded":
+            k = (inst, feed, sha)
+            loaded[k] = bid if k not in loaded else min(loaded[k], bid)
+        else:
+            failed.add(bid)
+    return {bid: (loaded.get((inst, feed, sha)), bid in failed) for inst, feed, sha, bid in keys}
 
 
 def record_batch(con: duckdb.DuckDBPyConnection, batch: dict) -> None:

@@ -20,7 +20,7 @@ import duckdb
 
 from catalog.standard import bronze_ddl, datasets, get_dataset
 from healthlake.config import Settings, settings as load_settings
-from ingest_adapters.bookkeeping import (INDEX_TABLE, batch_state, cached_loaded, ensure_ops_tables,
+from ingest_adapters.bookkeeping import (INDEX_TABLE, batch_states, cached_loaded, ensure_ops_tables,
                                           record_batch, sync_institutions)
 from ingest_adapters.errors import IngestError
 from ingest_adapters.multi import ORDINAL, MultiScan
@@ -101,9 +101,26 @@ def _renumber_sql(table: str) -> str:
             f"(SELECT count(*) FROM _reject_gaps g WHERE g.t < {table}._source_row) WHERE _batch_id = ?")
 
 
+def _batch_id(institution: str | None, feed: str | None, sha: str) -> str:
+    return f"{institution or 'unknown'}.{feed or 'unknown'}.{sha[:16]}"
+
+
+def _outside_landing(path: Path, s: Settings) -> bool:
+    """A symbolic link (or a crafted name) that leads out of the landing zone: never read."""
+    return not path.resolve().is_relative_to(s.landing.resolve())
+
+
+@dataclass
+class _Group:
+    """Files loaded in one transaction: their hashes and lake states, read before the first load."""
+    shas: dict[Path, str]
+    states: dict[str, tuple[str | None, bool]]
+    loaded: dict[tuple[str, str, str], str] = field(default_factory=dict)  # content loaded in the group
+
+
 def ingest_file(con: duckdb.DuckDBPyConnection, registry: Registry, path: Path, s: Settings,
-                grouped: bool = False) -> BatchResult:
-    """Load one landing file in a transaction of its own, or, ``grouped``, in the caller's open
+                group: _Group | None = None) -> BatchResult:
+    """Load one landing file in a transaction of its own, or, in a ``group``, in the caller's open
     transaction: then any error is raised (``_GroupAborted``) instead of recorded, and the caller
     rolls the group back and loads its files one by one."""
     started = datetime.now(timezone.utc)
@@ -117,12 +134,11 @@ def ingest_file(con: duckdb.DuckDBPyConnection, registry: Registry, path: Path, 
     scan = None
     in_transaction = False
     try:
-        if not path.resolve().is_relative_to(s.landing.resolve()):
-            # a symbolic link (or a crafted name) that leads out of the landing zone is never read
+        if _outside_landing(path, s):
             raise IngestError(f"{rel}: resolves to {path.resolve()}, outside the landing zone")
-        sha = sha256_file(path)
+        sha = group.shas[path] if group is not None else sha256_file(path)
         batch.update(sha256=sha, bytes=path.stat().st_size)
-        result.batch_id = batch["batch_id"] = f"{result.institution_code or 'unknown'}.{result.feed or 'unknown'}.{sha[:16]}"
+        result.batch_id = batch["batch_id"] = _batch_id(result.institution_code, result.feed, sha)
         if len(parts) < 3:
             raise IngestError(f"{rel}: not under <institution_code>/<feed_id>/ in the landing zone")
         feed = registry.institution(result.institution_code).feed(result.feed)
@@ -130,18 +146,19 @@ def ingest_file(con: duckdb.DuckDBPyConnection, registry: Registry, path: Path, 
         # a multi-data-set feed (hl7v2, fhir) records its data sets comma-separated
         result.dataset = batch["dataset"] = ",".join(feed.datasets)
         batch.update(format=feed.format, encoding=feed.encoding)
-        done = cached_loaded(con, result.institution_code, result.feed, sha)
-        if done is None and grouped:
-            done, batch["earlier_failed"] = batch_state(con, result.institution_code, result.feed, sha,
-                                                        result.batch_id)
+        content = (result.institution_code, result.feed, sha)
+        done = cached_loaded(con, *content)
+        if done is None and group is not None:
+            done = group.loaded.get(content)  # the same content twice in one group: loaded once
+            if done is None:
+                done, batch["earlier_failed"] = group.states[result.batch_id]
         elif done is None:
             # The check, the reader's lake lookups, the rows, the rejects and the batch row share one
             # transaction: DuckLake reads its catalog once per transaction (~30 ms after each commit),
             # so a city's hundreds of small files would otherwise spend most of their time there.
             con.execute("BEGIN")
             in_transaction = True
-            done, batch["earlier_failed"] = batch_state(con, result.institution_code, result.feed, sha,
-                                                        result.batch_id)
+            done, batch["earlier_failed"] = batch_states(con, [content + (result.batch_id,)])[result.batch_id]
         if done:
             result.status, result.batch_id = "skipped", done
             return result
@@ -154,7 +171,7 @@ def ingest_file(con: duckdb.DuckDBPyConnection, registry: Registry, path: Path, 
             try:
                 _load_single(con, scan, feed, ds, batch, result, started)
             except _RecordTooLong:
-                if grouped:
+                if group is not None:
                     raise
                 con.execute("ROLLBACK")
                 con.execute("BEGIN")
@@ -164,11 +181,13 @@ def ingest_file(con: duckdb.DuckDBPyConnection, registry: Registry, path: Path, 
             result.rows_read, result.rows_loaded, result.rows_rejected = batch["rows_read"], batch["rows_loaded"], batch["rows_rejected"]
         scan.cleanup()  # inside the transaction: releasing a registered scan then costs no catalog read
         scan = None
-        if not grouped:
+        if group is None:
             con.execute("COMMIT")
             in_transaction = False
+        else:
+            group.loaded[content] = result.batch_id
     except Exception as e:  # noqa: BLE001 — any error fails this file's batch, never the others
-        if grouped:
+        if group is not None:
             raise _GroupAborted(rel) from e
         if in_transaction:
             in_transaction = False
@@ -215,17 +234,27 @@ def _groups(paths) -> Iterator[list[Path]]:
 
 def _ingest_group(con: duckdb.DuckDBPyConnection, registry: Registry, paths: list[Path], s: Settings) -> list[BatchResult]:
     """The group's files in one transaction; if one fails, each file again in its own."""
-    if len(paths) > 1:
+    if len(paths) > 1 and not any(_outside_landing(p, s) for p in paths):
+        try:
+            shas = {p: sha256_file(p) for p in paths}
+        except OSError:
+            return [ingest_file(con, registry, p, s) for p in paths]  # each file's error recorded alone
+        keys = []
+        for p, sha in shas.items():
+            parts = p.relative_to(s.landing).parts
+            if len(parts) > 2:
+                keys.append((parts[0], parts[1], sha, _batch_id(parts[0], parts[1], sha)))
         con.execute("BEGIN")
         try:
-            results = [ingest_file(con, registry, p, s, grouped=True) for p in paths]
+            group = _Group(shas, batch_states(con, keys))
+            results = [ingest_file(con, registry, p, s, group) for p in paths]
             con.execute("COMMIT")
             return results
-        except (_GroupAborted, duckdb.TransactionException) as e:  # a file failed; or a commit conflict
+        except (_GroupAborted, duckdb.Error) as e:  # a file failed; or the commit (a conflict)
             try:
                 con.execute("ROLLBACK")
             except duckdb.TransactionException:
-                pass  # a failed COMMIT has already ended the transaction
+                pass  # a failed COMMIT has already ended the transaction (an invalidated database raises)
             log.info("group of %d files rolled back (%s): loading them one by one", len(paths), e)
     return [ingest_file(con, registry, p, s) for p in paths]
 

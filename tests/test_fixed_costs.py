@@ -4,7 +4,7 @@ import duckdb
 import pytest
 
 from catalog.classification import columns_cached, lake_columns, one_transaction
-from ingest_adapters.bookkeeping import BATCH_COLUMNS, OPS_DDL, batch_state, cached_loaded, known_loaded, record_batch
+from ingest_adapters.bookkeeping import BATCH_COLUMNS, OPS_DDL, batch_states, cached_loaded, known_loaded, record_batch
 
 
 @pytest.fixture
@@ -57,13 +57,15 @@ def test_known_loaded_answers_loaded_content_and_still_looks_up_the_rest(con):
         assert cached_loaded(con, "I2", "f", "aaa") is None          # another institution's feed
         add("I1.f.ccc", "ccc")                                        # loaded after the block began:
         assert cached_loaded(con, "I1", "f", "ccc") is None          # not cached, but the lake query sees it
-        assert batch_state(con, "I1", "f", "ccc", "I1.f.ccc") == ("I1.f.ccc", False)
+        assert batch_states(con, [("I1", "f", "ccc", "I1.f.ccc")]) == {"I1.f.ccc": ("I1.f.ccc", False)}
     assert cached_loaded(con, "I1", "f", "aaa") is None              # nothing cached outside the block
-    assert batch_state(con, "I1", "f", "aaa", "I1.f.aaa") == ("I1.f.aaa", False)
-    assert batch_state(con, "I2", "f", "aaa", "I2.f.aaa") == (None, False)
-    # an earlier failed attempt of the batch: not loaded, and its row is replaced when the batch loads
-    loaded, failed = batch_state(con, "I1", "f", "bbb", "I1.f.bbb")
-    assert (loaded, failed) == (None, True)
+    # several files in one query: loaded content (for its own institution and feed only) and a failed attempt
+    assert batch_states(con, [("I1", "f", "aaa", "I1.f.aaa"), ("I2", "f", "aaa", "I2.f.aaa"),
+                              ("I1", "f", "bbb", "I1.f.bbb"), ("I1", "f", "ddd", "I1.f.ddd")]) == {
+        "I1.f.aaa": ("I1.f.aaa", False), "I2.f.aaa": (None, False), "I1.f.bbb": (None, True), "I1.f.ddd": (None, False)}
+    assert batch_states(con, []) == {}
+    # the failed attempt's row is replaced when the batch loads
+    loaded, failed = batch_states(con, [("I1", "f", "bbb", "I1.f.bbb")])["I1.f.bbb"]
     record_batch(con, {"batch_id": "I1.f.bbb", "institution_code": "I1", "feed": "f", "sha256": "bbb",
                        "status": "loaded", "earlier_failed": failed})
     assert con.execute("SELECT status FROM ops.ingest_batch WHERE batch_id = 'I1.f.bbb'").fetchall() == [("loaded",)]

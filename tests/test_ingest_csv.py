@@ -160,8 +160,9 @@ def test_small_files_share_one_commit_and_a_group_with_a_failing_file_is_loaded_
     [(before,)] = query(s, snapshots)
     for i in range(3):
         put(s, "H1", f"d{i}.csv", f"KSDM,KSMC,KSLB\n0{i},a,x\n".encode())
-    assert [r.status for r in ingest_landing()] == ["loaded"] * 3
-    assert query(s, snapshots) == [(before + 1,)]          # three files, one DuckLake commit
+    put(s, "H1", "d_resent.csv", b"KSDM,KSMC,KSLB\n00,a,x\n")   # d0's content again, in the same group
+    assert [r.status for r in ingest_landing()] == ["loaded"] * 3 + ["skipped"]
+    assert query(s, snapshots) == [(before + 1,)]          # one DuckLake commit for the group
     # a second delivery whose group holds an empty file and a record over the parser's default
     # limit (read again with a wider one): the group is rolled back and its files loaded one by one
     put(s, "H2", "a.csv", b"KSDM,KSMC,KSLB\n11,a,x\n")
@@ -170,6 +171,7 @@ def test_small_files_share_one_commit_and_a_group_with_a_failing_file_is_loaded_
     results = {r.source_file: r for r in ingest_landing()}
     assert {k: v.status for k, v in results.items()} == {
         "H1/dict_dept/d0.csv": "skipped", "H1/dict_dept/d1.csv": "skipped", "H1/dict_dept/d2.csv": "skipped",
+        "H1/dict_dept/d_resent.csv": "skipped",
         "H2/dict_dept/a.csv": "loaded", "H2/dict_dept/b.csv": "failed", "H2/dict_dept/c.csv": "loaded"}
     assert results["H2/dict_dept/c.csv"].notes["max_record_bytes"] == 64 * 1024 * 1024
     assert query(s, "SELECT department_code, _source_file FROM bronze.department ORDER BY 1") == [
