@@ -37,6 +37,71 @@
 {%- endmacro %}
 
 
+{#- The batches of a staging model over bronze as a list, read once per dbt invocation (kept in
+    the invocation's graph dict, as quality_gate_table_exists keeps its answer): dbt never writes
+    bronze, and up to four models of a run ask for one staging model's batches (the code-value
+    counts, the EMPI's identities, the marts built from it), each a cold scan of the bronze table.
+    Any other relation is read each time. -#}
+{% macro staging_batch_list(staging_relation) -%}
+    {%- set node = graph.nodes.get('model.' ~ project_name ~ '.' ~ staging_relation.identifier) -%}
+    {%- set over_bronze = node is not none and node.sources | length == 1 and node.sources[0][0] == 'bronze' -%}
+    {%- set memo = '__healthlake_batches__' ~ staging_relation.identifier -%}
+    {%- if over_bronze and memo in graph -%}
+        {{- return(graph[memo]) -}}
+    {%- endif -%}
+    {%- set found = run_query("select _batch_id from (" ~ staging_batches(staging_relation)
+                              ~ ") where _batch_id is not null order by _batch_id").columns[0].values() | list -%}
+    {%- if over_bronze -%}
+        {%- do graph.update({memo: found}) -%}
+    {%- endif -%}
+    {{- return(found) -}}
+{%- endmacro %}
+
+
+{#- staging_batch_list for several staging models over bronze in one query (a model that asks for
+    many, int_code_values_by_batch, pays one round trip instead of one per model). -#}
+{% macro prefetch_staging_batch_lists(staging_relations) -%}
+    {%- set missing = [] -%}
+    {%- for r in staging_relations -%}
+        {%- set node = graph.nodes.get('model.' ~ project_name ~ '.' ~ r.identifier) -%}
+        {%- if node is not none and node.sources | length == 1 and node.sources[0][0] == 'bronze'
+              and ('__healthlake_batches__' ~ r.identifier) not in graph -%}
+            {%- do missing.append(r) -%}
+        {%- endif -%}
+    {%- endfor -%}
+    {%- if missing -%}
+        {%- set sql -%}
+            {%- for r in missing %}
+            select '{{ r.identifier }}' as model, _batch_id from ({{ staging_batches(r) }})
+            {{- ' union all' if not loop.last }}
+            {%- endfor %}
+        {%- endset -%}
+        {%- set lists = {} -%}
+        {%- for r in missing -%}{%- do lists.update({r.identifier: []}) -%}{%- endfor -%}
+        {%- for row in run_query("select model, _batch_id from (" ~ sql ~ ") where _batch_id is not null order by model, _batch_id").rows -%}
+            {%- do lists[row[0]].append(row[1]) -%}
+        {%- endfor -%}
+        {%- for m, batches in lists.items() -%}
+            {%- do graph.update({'__healthlake_batches__' ~ m: batches}) -%}
+        {%- endfor -%}
+    {%- endif -%}
+{%- endmacro %}
+
+
+{#- Strings as SQL literals: ('a', 'b') — or (null) when there are none — or, with rows=true, the
+    rows of a VALUES list: ('a'), ('b'). -#}
+{% macro sql_literal_list(values, rows=false) -%}
+    {%- set quoted = [] -%}
+    {%- for b in values -%}
+        {%- do quoted.append("'" ~ (b | replace("'", "''")) ~ "'") -%}
+    {%- endfor -%}
+    {%- if rows -%}
+        {{- return("(" ~ (quoted | join("), (")) ~ ")") -}}
+    {%- endif -%}
+    {{- return("(" ~ (quoted | join(", ") if quoted else "null") ~ ")") -}}
+{%- endmacro %}
+
+
 {#- seen_relation: the table whose rows say which batches were built already (the fact itself, or
     for another data set the mart built from it in the previous run). -#}
 {% macro new_batches(staging_relation, seen_relation=none) -%}
@@ -96,8 +161,8 @@ qualify row_number() over (
     evaluate (every bronze row parsed), an incremental run must read the new batches' rows only.
 
     new_batch_literals: the batches of staging_relation that seen_sql does not list, as a SQL
-    literal list ('b1', 'b2') — found when the model runs (a query on the staging model's batch
-    column alone: cheap, its other columns are not evaluated). A literal `_batch_id in (...)` is
+    literal list ('b1', 'b2') — found when the model runs (staging_batch_list: the bronze table's
+    batch column, read once per invocation, less those of seen_sql). A literal `_batch_id in (...)` is
     pushed into the bronze scan, so only those rows are parsed (a subquery or a semi join is not:
     the view's expressions would be evaluated on every row first).
 
@@ -113,13 +178,13 @@ qualify row_number() over (
     {%- if not execute -%}
         {{ return("(null)") }}
     {%- endif -%}
-    {%- set found = run_query("select _batch_id from (" ~ staging_batches(staging_relation)
-                              ~ ") where _batch_id is not null except " ~ seen_sql) -%}
-    {%- set quoted = [] -%}
-    {%- for b in found.columns[0].values() | sort -%}
-        {%- do quoted.append("'" ~ (b | replace("'", "''")) ~ "'") -%}
-    {%- endfor -%}
-    {{ return("(" ~ (quoted | join(", ") if quoted else "null") ~ ")") }}
+    {%- set all_batches = staging_batch_list(staging_relation) -%}
+    {%- if not all_batches -%}
+        {{ return("(null)") }}
+    {%- endif -%}
+    {%- set found = run_query("select _batch_id from (values " ~ sql_literal_list(all_batches, rows=true)
+                              ~ ") as batches (_batch_id) except " ~ seen_sql) -%}
+    {{ return(sql_literal_list(found.columns[0].values() | sort)) }}
 {%- endmacro %}
 
 

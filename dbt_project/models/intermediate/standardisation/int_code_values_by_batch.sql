@@ -14,15 +14,21 @@
 
 {%- set batches = none %}
 {%- if is_incremental() and execute %}
-{#- per staging model the batches it holds (one column each: cheap) not yet counted, as a literal
-    list pushed into its bronze scan; a model without a new batch is not read at all -#}
+{#- per staging model the batches it holds (staging_batch_list: its bronze table's batch column,
+    read once per dbt invocation) not yet counted, as a literal list pushed into its bronze scan; a
+    model without a new batch is not read at all -#}
+{%- set staging_models = [] %}
+{%- for m in code_value_models() %}{% do staging_models.append(ref(m)) %}{% endfor %}
+{%- do prefetch_staging_batch_lists(staging_models) %}
 {%- set found -%}
-    select model, _batch_id from (
+    select model, _batch_id from (values
     {%- for m in code_value_models() %}
-        select '{{ m }}' as model, _batch_id from ({{ staging_batches(ref(m)) }})
-        {{- ' union all' if not loop.last }}
+        {%- for b in staging_batch_list(ref(m)) %}
+        ('{{ m }}', '{{ b | replace("'", "''") }}'),
+        {%- endfor %}
     {%- endfor %}
-    )
+        (null, null)
+    ) as batches (model, _batch_id)
     where _batch_id is not null
       and _batch_id not in (select distinct _batch_id from {{ this }})
     order by model, _batch_id
@@ -47,5 +53,13 @@ select
     cast(count(*) as bigint) as row_count,
     min(_ingested_at) as first_received_at,
     max(_ingested_at) as last_received_at
+{%- if batches is not none and not batches %}
+-- no staging model has a batch not counted yet: nothing to read (not even the code tables)
+from (select null::varchar as _batch_id, null::varchar as institution_code, null::varchar as code_system,
+             null::varchar as code_system_name, null::varchar as dataset, null::varchar as element,
+             null::varchar as code_value, null::boolean as is_mapped, null::timestamptz as _ingested_at
+      where false) as code_values
+{%- else %}
 from ({{ code_values_checked(batches) }}) as code_values
+{%- endif %}
 group by all
