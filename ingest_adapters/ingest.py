@@ -1,5 +1,8 @@
 """Ingest landing-zone files into bronze: read → map onto the standard data set → lineage
-columns → accounting, one DuckLake transaction per file.
+columns → accounting. A file's rows, rejects and batch row are written in one DuckLake
+transaction; a landing zone's small files are loaded in groups, one transaction per group
+(DuckLake's per-transaction costs dominate small files), and a group where any file fails is
+rolled back and loaded file by file.
 
 Landing layout: ``<landing>/<institution_code>/<feed_id>/<file>``. A file whose content
 (sha256) was already loaded for its feed is skipped; a failed file records a failed batch
