@@ -736,7 +736,28 @@ def test_large_facts_build_incrementally_by_batch_and_equal_a_full_refresh(built
                          "FROM lake.intermediate.int_code_values_by_batch").fetchall() == [(3,)]
     finally:
         c.close()
-    # the run read only the keys the new batches touched: its log says how many rows it wrote
+    # the next day P003 turns out to be 赵六 (ID_D), not 王五: E005, linked through the patient,
+    # moves to him while 王五 stays a person (her archive R003); E004, sent with ID_D and without a
+    # person so far, now has one
+    writer = lake.connect()
+    try:
+        _insert_bronze(writer, "person", "b30", "H001", at + timedelta(hours=24), [
+            {"patient_id": "P003", "name": "赵六", "sex_code": "1", "birth_date": "1970-03-15", "id_type_code": "01",
+             "id_number": ID_D, "address_division_code": "510122", "updated_at": "2024-03-29 08:00:00"}])
+    finally:
+        writer.close()
+    result = run_dbt("run", *select)
+    assert result.returncode == 0, result.stdout[-4000:]
+    incremental, _ = snapshot()
+    c = lake.connect(read_only=True)
+    try:
+        moved = c.execute("SELECT encounter_id, e.person_key = p.person_key FROM lake.emr.fct_encounter e "
+                          "JOIN lake.population.person_identifier p ON p.institution_code = e.institution_code "
+                          "AND p.source_id = 'P003' AND p.source_dataset = 'person' "
+                          "WHERE encounter_id IN ('E004', 'E005') ORDER BY 1").fetchall()
+        assert moved == [("E004", True), ("E005", True)], moved
+    finally:
+        c.close()
     result = run_dbt("run", "--full-refresh", *select)
     assert result.returncode == 0, result.stdout[-4000:]
     full, _ = snapshot()

@@ -4,7 +4,8 @@
 -- 就诊：one row per encounter (institution_code, encounter_id) — outpatient, emergency and
 -- inpatient visits, the latest version each institution sent.
 -- Incremental by batch (macros/incremental.sql): a run rebuilds the encounters that new encounter
--- or diagnosis batches touched and those whose person link went stale.
+-- or diagnosis batches touched, those whose person link went stale or moved with their patient,
+-- and those without a person.
 -- depends_on: {{ ref('stg_bronze__encounters') }} {{ ref('stg_bronze__diagnoses') }} {{ ref('dim_person') }}
 -- depends_on: {{ ref('int_identities_linked') }} {{ ref('int_patients_linked') }}
 
@@ -13,7 +14,20 @@
 {#- diagnoses decide the principal diagnosis: an encounter is touched by a diagnosis batch that
     fct_diagnosis (built after this model, so still as of the previous run) has not seen -#}
 {%- set diagnoses_seen = adapter.get_relation(this.database, this.schema, 'fct_diagnosis') %}
-{%- set extra = stale_person_keys(keys) %}
+{#- besides stale_person_keys (a person merged away): an encounter linked through its patient
+    whose patient now belongs to another person (who may still exist), and every encounter
+    without a person (its ID number or patient may be known now): their versions are read anyway -#}
+{%- set extra -%}
+    {{ stale_person_keys(keys) }}
+    union
+    select fact.institution_code, fact.encounter_id
+    from {{ this }} as fact
+    left join {{ ref('int_patients_linked') }} as patients
+        on patients.institution_code = fact.institution_code
+        and patients.patient_id = fact.patient_id
+    where fact.person_key is null
+       or (fact.person_link_method = 'patient_id' and fact.person_key is distinct from patients.person_key)
+{%- endset %}
 {%- if diagnoses_seen is not none %}
 {%- set extra = extra ~ ' union ' ~ touched_keys(ref('stg_bronze__diagnoses'), keys, seen_relation=diagnoses_seen) %}
 {%- endif %}
