@@ -417,11 +417,19 @@ def detect_misclassified(con: duckdb.DuckDBPyConnection, database: str = "lake",
     for s, t, c, typ in lake_columns(con, database):
         if (schemas is None or s in schemas) and typ == "VARCHAR":
             by_table.setdefault((s, t), []).append(c)
-    # One reservoir sample per table (all its text columns at once), all in one transaction.
+    # One reservoir sample per table (all its text columns at once), all in one transaction. A table
+    # of at most ``sample`` rows is its own sample (a reservoir that large keeps every row; the
+    # detectors do not depend on the order): read as it is, up to one row more to know, and only a
+    # larger table is sampled (the reservoir costs half as much again as reading; demo lake, 129
+    # tables: 14.1 → 9.5 s CPU).
+    samples = {}
     with one_transaction(con):
-        samples = {(s, t): con.execute(
-            f"SELECT {', '.join(_q(c) for c in cols)} FROM {_q(database)}.{_q(s)}.{_q(t)} "
-            f"USING SAMPLE reservoir({int(sample)} ROWS) REPEATABLE (7)").fetchall() for (s, t), cols in by_table.items()}
+        for (s, t), cols in by_table.items():
+            select = f"SELECT {', '.join(_q(c) for c in cols)} FROM {_q(database)}.{_q(s)}.{_q(t)}"
+            rows = con.execute(f"{select} LIMIT {int(sample) + 1}").fetchall()
+            if len(rows) > sample:
+                rows = con.execute(f"{select} USING SAMPLE reservoir({int(sample)} ROWS) REPEATABLE (7)").fetchall()
+            samples[(s, t)] = rows
     for (s, t), cols in by_table.items():
         rows = samples[(s, t)]
         for i, c in enumerate(cols):

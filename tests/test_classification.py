@@ -99,6 +99,16 @@ def test_detectors_flag_ids_phones_and_names_in_columns_classified_too_low():
     assert found[("total_fee", "gb11643_id_number")].level == 3
 
 
+def test_detectors_read_a_small_table_whole_and_sample_a_larger_one():
+    con = _toy_lake()  # 300 rows
+    whole = {(f.column, f.detector): f for f in detect_misclassified(con, sample=300)}
+    assert {f.sampled for f in whole.values() if f.column == "total_fee"} == {300}
+    sampled = {(f.column, f.detector): f for f in detect_misclassified(con, sample=100)}
+    # every value of these two columns matches: any sample finds them (the names' 50 % may fall below)
+    assert {("total_fee", "gb11643_id_number"), ("payment_method_code", "mobile_phone")} <= set(sampled)
+    assert sampled[("total_fee", "gb11643_id_number")].sampled == 100   # the reservoir's 100 rows
+
+
 def test_detectors_ignore_columns_already_at_level_4():
     con = duckdb.connect()
     con.execute("ATTACH ':memory:' AS lake")
