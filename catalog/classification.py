@@ -56,6 +56,7 @@ import duckdb
 import yaml
 
 from catalog.standard import CATEGORIES, LINEAGE_COLUMNS, datasets
+from healthlake.lake import one_transaction
 from synthetic.gb11643 import is_valid as is_valid_id_number
 
 __all__ = ["ColumnClass", "Finding", "ClassificationError", "KINDS", "classify", "classify_table",
@@ -283,22 +284,6 @@ def classify(schema: str, table: str, column: str) -> ColumnClass | None:
 
 
 # ------------------------------------------------------------------ the lake
-@contextlib.contextmanager
-def one_transaction(con: duckdb.DuckDBPyConnection):
-    """The block's statements in one DuckDB transaction: on a DuckLake catalog every statement in
-    autocommit mode is a transaction of its own that reads the catalog's snapshot and table metadata
-    again (measured on the demo lake: 129 row counts take 9.0 s of CPU one by one, 5.0 s in one
-    transaction). For a connection in autocommit mode (DuckDB cannot nest transactions)."""
-    con.execute("BEGIN TRANSACTION")
-    try:
-        yield
-    except BaseException:
-        with contextlib.suppress(duckdb.Error):
-            con.execute("ROLLBACK")
-        raise
-    con.execute("COMMIT")
-
-
 # id(connection) → {database: lake_columns(...)} while ``columns_cached`` is open
 _columns_cache: dict[int, dict[str, list]] = {}
 

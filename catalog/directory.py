@@ -35,11 +35,11 @@ from pathlib import Path
 
 import duckdb
 
-from catalog.classification import PUBLISHED_SCHEMAS, _dataset_of, _elements_by_name, classify, one_transaction
+from catalog.classification import PUBLISHED_SCHEMAS, _dataset_of, _elements_by_name, classify
 from catalog.lineage import latest_manifest, model_lineage
 from catalog.standard import datasets
 from healthlake.config import Settings, settings as load_settings
-from healthlake.lake import lake_tables
+from healthlake.lake import lake_tables, one_transaction
 
 __all__ = ["build_directory", "build_entries", "load_directory", "search", "find_entry", "directory_json_path",
            "FIELD_LABELS", "DATABASES_ZH"]

@@ -32,10 +32,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from catalog.classification import (COMPOUND_SURNAMES, PUBLISHED_SCHEMAS, ColumnClass, classify, lake_columns,
-                                    one_transaction)
+from catalog.classification import COMPOUND_SURNAMES, PUBLISHED_SCHEMAS, ColumnClass, classify, lake_columns
 from healthlake.config import Settings, settings as load_settings
-from healthlake.lake import connect
+from healthlake.lake import connect, one_transaction
 
 __all__ = ["publish_all", "publish_level", "published_path", "publish_secret", "PublishError",
            "PublishedColumn", "column_expression", "LEVELS"]

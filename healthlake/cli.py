@@ -131,9 +131,7 @@ def run_all_assets(s: Settings, log_level: str = "INFO"):
 
 
 def database_summary(s: Settings) -> list[tuple[str, str, int]]:
-    from healthlake.lake import connect, lake_tables
-
-    from catalog.classification import one_transaction
+    from healthlake.lake import connect, lake_tables, one_transaction
 
     con = connect(s, read_only=True)
     try:

@@ -274,6 +274,22 @@ def _attach(con: duckdb.DuckDBPyConnection, s: Settings, read_only: bool) -> Non
             time.sleep(0.2 + random.random() * 0.5)
 
 
+@contextlib.contextmanager
+def one_transaction(con: duckdb.DuckDBPyConnection):
+    """The block's statements in one DuckDB transaction: on a DuckLake catalog every statement in
+    autocommit mode is a transaction of its own that reads the catalog's snapshot and table metadata
+    again (measured on the demo lake: 129 row counts take 9.0 s of CPU one by one, 5.0 s in one
+    transaction). For a connection in autocommit mode (DuckDB cannot nest transactions)."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):
+            con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
 def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
     """Whether the lake has this table (by information_schema.tables, for the reason below)."""
     return bool(con.execute(

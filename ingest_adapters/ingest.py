@@ -108,6 +108,14 @@ def _batch_id(institution: str | None, feed: str | None, sha: str) -> str:
     return f"{institution or 'unknown'}.{feed or 'unknown'}.{sha[:16]}"
 
 
+def _place(path: Path, s: Settings) -> tuple[str, str | None, str | None]:
+    """The file's landing-relative path, and its institution and feed (``<institution>/<feed>/<file>``;
+    None for a file not that deep)."""
+    rel = path.relative_to(s.landing).as_posix()
+    parts = rel.split("/")
+    return (rel, parts[0], parts[1]) if len(parts) > 2 else (rel, None, None)
+
+
 def _outside_landing(path: Path, s: Settings) -> bool:
     """A symbolic link (or a crafted name) that leads out of the landing zone: never read."""
     return not path.resolve().is_relative_to(s.landing.resolve())
@@ -128,10 +136,9 @@ def ingest_file(con: duckdb.DuckDBPyConnection, registry: Registry, path: Path, 
     rolls the group back and loads its files one by one."""
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
-    rel = path.relative_to(s.landing).as_posix()
-    parts = rel.split("/")
-    result = BatchResult(batch_id=None, institution_code=parts[0] if len(parts) > 2 else None,
-                         feed=parts[1] if len(parts) > 2 else None, dataset=None, source_file=rel, status="failed")
+    rel, institution, feed_id = _place(path, s)
+    result = BatchResult(batch_id=None, institution_code=institution, feed=feed_id, dataset=None,
+                         source_file=rel, status="failed")
     batch = {"source_file": rel, "started_at": started, "institution_code": result.institution_code,
              "feed": result.feed, "rows_read": 0, "rows_loaded": 0, "rows_rejected": 0}
     scan = None
@@ -142,7 +149,7 @@ def ingest_file(con: duckdb.DuckDBPyConnection, registry: Registry, path: Path, 
         sha = group.shas[path] if group is not None else sha256_file(path)
         batch.update(sha256=sha, bytes=path.stat().st_size)
         result.batch_id = batch["batch_id"] = _batch_id(result.institution_code, result.feed, sha)
-        if len(parts) < 3:
+        if institution is None:
             raise IngestError(f"{rel}: not under <institution_code>/<feed_id>/ in the landing zone")
         feed = registry.institution(result.institution_code).feed(result.feed)
         ds = get_dataset(feed.dataset)
@@ -244,9 +251,9 @@ def _ingest_group(con: duckdb.DuckDBPyConnection, registry: Registry, paths: lis
             return [ingest_file(con, registry, p, s) for p in paths]  # each file's error recorded alone
         keys = []
         for p, sha in shas.items():
-            parts = p.relative_to(s.landing).parts
-            if len(parts) > 2:
-                keys.append((parts[0], parts[1], sha, _batch_id(parts[0], parts[1], sha)))
+            _, institution, feed = _place(p, s)
+            if institution is not None:
+                keys.append((institution, feed, sha, _batch_id(institution, feed, sha)))
         con.execute("BEGIN")
         try:
             group = _Group(shas, batch_states(con, keys))

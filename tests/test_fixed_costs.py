@@ -3,7 +3,8 @@
 import duckdb
 import pytest
 
-from catalog.classification import columns_cached, lake_columns, one_transaction
+from catalog.classification import columns_cached, lake_columns
+from healthlake.lake import one_transaction
 from ingest_adapters.bookkeeping import BATCH_COLUMNS, OPS_DDL, batch_states, cached_loaded, known_loaded, record_batch
 
 
