@@ -1,6 +1,9 @@
 {#- on-run-start: fail early, and say what to do, when a source table the selected nodes read is not
     in the lake. The ingest creates every bronze table (and the ops tables) before it loads
-    anything; dbt never creates them, so the ingest stays the one owner of their schema. -#}
+    anything; dbt never creates them, so the ingest stays the one owner of their schema.
+    It also reads the comments the lake's relations hold (persisted_comments, macros/persist_docs.sql)
+    when incremental models are selected: here the catalog is loaded already (dbt's relation cache),
+    later in the run every schema change makes the first catalog-wide query load it again. -#}
 {% macro check_sources_exist() %}
     {%- if execute and flags.WHICH in ('build', 'run', 'test') -%}
         {%- set needed = [] -%}
@@ -28,6 +31,16 @@
                     "The lake has no " ~ (missing | sort | join(', ')) ~ ". The ingest creates the bronze and ops "
                     ~ "tables: run it first (healthlake ingest / the Dagster ingest assets), then dbt.") }}
             {%- endif -%}
+        {%- endif -%}
+        {%- set incremental = [] -%}
+        {%- for uid in selected_resources if flags.WHICH in ('build', 'run') -%}
+            {%- set node = graph.nodes.get(uid) -%}
+            {%- if node is not none and node.config.materialized == 'incremental' -%}
+                {%- do incremental.append(uid) -%}
+            {%- endif -%}
+        {%- endfor -%}
+        {%- if incremental -%}
+            {%- do persisted_comments(api.Relation.create(database=target.database, schema='', identifier='')) -%}
         {%- endif -%}
     {%- endif -%}
 {% endmacro %}
