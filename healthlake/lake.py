@@ -148,7 +148,23 @@ def _new_instance(s: Settings, read_only: bool, database: str = ":memory:") -> d
             for schema in PIPELINE_SCHEMAS:
                 con.execute(f"CREATE SCHEMA IF NOT EXISTS {LAKE}.{schema}")
         with_retries(schemas, what="create schemas")  # two writers creating the same schema conflict
+        _default_codec(con)
     return con
+
+
+# The lake's Parquet codec unless the deployment chose one (set_option persists in the catalog). LZ4_RAW
+# files are as small as DuckLake's default Snappy's (1M bronze rows: 34 MB either way) and cheaper to
+# write (bench ingest_csv: ~8 % less CPU per bronze row); Arrow, Spark, Trino and DuckDB read them.
+PARQUET_CODEC = "lz4_raw"
+
+
+def _default_codec(con: duckdb.DuckDBPyConnection) -> None:
+    # fetchall: a result not read to its end keeps its transaction (and the SQLite catalog's lock) open
+    chosen = con.execute(f"SELECT value FROM {LAKE}.options() WHERE option_name = 'parquet_compression' "
+                         "AND scope = 'GLOBAL'").fetchall()
+    if not chosen:
+        with contextlib.suppress(duckdb.TransactionException):  # another writer set it first
+            con.execute(f"CALL {LAKE}.set_option('parquet_compression', '{PARQUET_CODEC}')")
 
 
 # (pid, read_only, ATTACH string, data path, extension dir, S3 secret, catalog file identity) → the
