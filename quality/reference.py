@@ -18,15 +18,15 @@ same in GX, in the grouped scoring and in a DuckDB shell.
 | ref_feed | the feed registry | institution_code, feed, dataset, cadence, max_lag_days, quality_threshold |
 | ref_feed_element | the feed registry | institution_code, feed, dataset, element |
 
-``sync_reference`` rewrites a table only when its content changed (a DuckLake commit per table is
-a snapshot; an unchanged run adds none).
+``sync_reference`` rewrites a table only when its content changed, all of them in one transaction
+(a DuckLake commit is a snapshot: one when something changed, none for an unchanged run).
 """
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 from healthlake.config import REPO_ROOT, Settings, settings as load_settings
 from healthlake.lake import LAKE
@@ -85,24 +85,25 @@ def _registry_rows(registry) -> dict[str, list[tuple]]:
     return {"ref_feed": feeds, "ref_feed_element": elements}
 
 
-def _replace(con, table: str, rows: Iterable[tuple]) -> bool:
-    cols = REFERENCE_TABLES[table]
-    name = f"{LAKE}.{SCHEMA}.{table}"
-    con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({', '.join(f'{c} {t}' for c, t in cols)})")
-    rows = sorted(set(rows), key=lambda r: tuple("" if v is None else str(v) for v in r))
-    current = con.execute(f"SELECT * FROM {name}").fetchall()
-    if sorted(current, key=lambda r: tuple("" if v is None else str(v) for v in r)) == rows:
-        return False
-    con.execute("BEGIN")
+def _sort_key(row: tuple) -> tuple:
+    return tuple("" if v is None else str(v) for v in row)
+
+
+_ARROW_TYPES = {"VARCHAR": "string", "DOUBLE": "float64", "INTEGER": "int32"}
+
+
+def _insert(con, name: str, cols, rows: list[tuple]) -> None:
+    """All rows in one statement through Arrow (executemany runs one INSERT per row: 2,047 for the
+    ICD-10 categories)."""
+    import pyarrow as pa
+
+    schema = pa.schema([(c, getattr(pa, _ARROW_TYPES[t])()) for c, t in cols])
+    batch = pa.Table.from_pylist([dict(zip((c for c, _ in cols), r)) for r in rows], schema=schema)
+    con.register("_quality_reference_rows", batch)
     try:
-        con.execute(f"DELETE FROM {name}")
-        if rows:
-            con.executemany(f"INSERT INTO {name} VALUES ({', '.join('?' * len(cols))})", rows)
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
-    return True
+        con.execute(f"INSERT INTO {name} SELECT * FROM _quality_reference_rows")
+    finally:
+        con.unregister("_quality_reference_rows")
 
 
 def sync_reference(con, settings: Settings | None = None, registry=None) -> list[str]:
@@ -110,6 +111,7 @@ def sync_reference(con, settings: Settings | None = None, registry=None) -> list
 
     The registry defaults to the configured one (``HEALTHLAKE_REGISTRY``); without a registry file
     the feed tables are left empty (element-presence and timeliness rules then check nothing).
+    One transaction for all of them: one DuckLake snapshot when something changed, not one per table.
     """
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {LAKE}.{SCHEMA}")
     rows = _seed_rows()
@@ -120,4 +122,21 @@ def sync_reference(con, settings: Settings | None = None, registry=None) -> list
 
             registry = load_registry(s.registry)
     rows.update(_registry_rows(registry) if registry is not None else {"ref_feed": [], "ref_feed_element": []})
-    return [t for t, r in rows.items() if _replace(con, t, r)]
+    changed: list[str] = []
+    con.execute("BEGIN")
+    try:
+        for table, wanted in rows.items():
+            name, cols = f"{LAKE}.{SCHEMA}.{table}", REFERENCE_TABLES[table]
+            con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({', '.join(f'{c} {t}' for c, t in cols)})")
+            wanted = sorted(set(wanted), key=_sort_key)
+            if sorted(con.execute(f"SELECT * FROM {name}").fetchall(), key=_sort_key) == wanted:
+                continue
+            con.execute(f"DELETE FROM {name}")
+            if wanted:
+                _insert(con, name, cols, wanted)
+            changed.append(table)
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return changed

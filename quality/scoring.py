@@ -460,14 +460,18 @@ def rules_for_dataset(dataset: str, rules_dir: str | Path | None = None) -> Rule
     return load_rules_file(path)
 
 
-def _scope_batches(con, dataset: str, batch_ids: Sequence[str] | None) -> list[tuple[str, str, str | None, int]]:
-    """(batch_id, institution_code, feed, rows) of every loaded batch in scope, empty ones included."""
+def _scope_batches(con, dataset: str, batch_ids: Sequence[str] | None,
+                   has_ops: bool | None = None) -> list[tuple[str, str, str | None, int]]:
+    """(batch_id, institution_code, feed, rows) of every loaded batch in scope, empty ones included.
+    ``has_ops``: whether ``ops.ingest_batch`` exists, when the caller knows (asking the lake's
+    information_schema right after a commit reloads its whole catalog: ~0.3 s of CPU)."""
     table = f"{LAKE}.bronze.{dataset}"
     where, params = "", []
     if batch_ids is not None:
         where = " AND batch_id IN (SELECT unnest(?::VARCHAR[]))"
         params = [list(batch_ids)]
-    has_ops = table_exists(con, "ops", "ingest_batch")
+    if has_ops is None:
+        has_ops = table_exists(con, "ops", "ingest_batch")
     ops = con.execute(
         f"SELECT batch_id, institution_code, feed FROM {LAKE}.ops.ingest_batch WHERE dataset = ? "
         f"AND status = 'loaded'{where}", [dataset, *params]).fetchall() if has_ops else []
@@ -492,7 +496,8 @@ def _feed_thresholds(con) -> dict[tuple[str, str], float]:
 def run_dataset_rules(dataset: str, batch_ids: Sequence[str] | None = None, settings: Settings | None = None, *,
                       rules: RuleFile | Iterable[Rule] | None = None, run_id: str | None = None,
                       run_at: datetime | None = None, store: bool = True, gx: bool = False,
-                      registry=None, keep_failures: bool = False, con=None, sync: bool = True) -> DatasetRun:
+                      registry=None, keep_failures: bool = False, con=None, sync: bool = True,
+                      has_ops: bool | None = None) -> DatasetRun:
     """Score the rules of ``bronze.<dataset>`` per institution and per batch.
 
     ``batch_ids``: only these batches (default: every batch of the data set). One scan of the rows in
@@ -500,7 +505,8 @@ def run_dataset_rules(dataset: str, batch_ids: Sequence[str] | None = None, sett
     ``quality.batch_score`` (when ``store``). With ``gx=True`` GX also validates the whole table
     (the engine of record; stored in ``quality.rule_result`` under the same run id).
     ``keep_failures``: leave the temporary failing-row table ``_quality_fail`` (rule_id, _batch_id,
-    _source_row) on ``con`` for the caller (the rectification lists use it).
+    _source_row) on ``con`` for the caller (the rectification lists use it). ``has_ops``: whether
+    ``ops.ingest_batch`` exists, when the caller knows (``_scope_batches``).
     """
     from quality.reference import sync_reference
 
@@ -525,7 +531,7 @@ def run_dataset_rules(dataset: str, batch_ids: Sequence[str] | None = None, sett
             sync_reference(con, s, registry=registry)
             timings["reference"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        batches = _scope_batches(con, dataset, batch_ids)
+        batches = _scope_batches(con, dataset, batch_ids, has_ops)
         thresholds = _feed_thresholds(con)
         default = gate_threshold()
         ids = [b[0] for b in batches]
@@ -641,11 +647,7 @@ def run_dataset_rules(dataset: str, batch_ids: Sequence[str] | None = None, sett
         run = DatasetRun(dataset, run_id, run_at, results, scores, errors, seconds=timings)
         if store:
             t0 = time.perf_counter()
-            _store(con, GROUP_TABLE, GROUP_COLUMNS, [
-                {"run_id": run_id, "run_at": run_at, **asdict(r)} for r in results])
-            _store(con, BATCH_SCORE_TABLE, BATCH_COLUMNS, [
-                {"run_id": run_id, "run_at": run_at, **asdict(b),
-                 "critical_rules_failed": ",".join(b.critical_rules_failed)} for b in scores])
+            _store_runs(con, [run])
             timings["store"] = time.perf_counter() - t0
     finally:
         if own:
@@ -659,6 +661,15 @@ def run_dataset_rules(dataset: str, batch_ids: Sequence[str] | None = None, sett
             store_results(run.gx_results, run_id, run_at, settings=s)
         timings["gx_whole_table"] = time.perf_counter() - t0
     return run
+
+
+def _store_runs(con, runs: Sequence[DatasetRun]) -> None:
+    """The group results and batch scores of data set runs: one append per table for all of them."""
+    _store(con, GROUP_TABLE, GROUP_COLUMNS, [
+        {"run_id": run.run_id, "run_at": run.run_at, **asdict(r)} for run in runs for r in run.results])
+    _store(con, BATCH_SCORE_TABLE, BATCH_COLUMNS, [
+        {"run_id": run.run_id, "run_at": run.run_at, **asdict(b),
+         "critical_rules_failed": ",".join(b.critical_rules_failed)} for run in runs for b in run.batches])
 
 
 def _store(con, table: str, columns: Sequence[tuple[str, str]], rows: list[dict]) -> None:
@@ -716,7 +727,9 @@ def run_bronze_rules(datasets: Sequence[str] | None = None, batch_ids: Sequence[
                      settings: Settings | None = None, *, store: bool = True, gx: bool = False,
                      threshold: float | None = None, registry=None, con=None) -> BronzeRun:
     """Every bronze data set with rules (or ``datasets``), one run id; stores institution scores too.
-    ``con``: an open lake connection (read-write) to use instead of a new one."""
+    ``con``: an open lake connection (read-write) to use instead of a new one. The data sets' results
+    are stored together at the end, one append per table (a DuckLake commit each: 3 instead of 35 on
+    the demo's 17 data sets)."""
     s = settings or load_settings()
     threshold = gate_threshold() if threshold is None else threshold
     run_id, run_at = uuid.uuid4().hex, datetime.now(timezone.utc)
@@ -726,16 +739,19 @@ def run_bronze_rules(datasets: Sequence[str] | None = None, batch_ids: Sequence[
 
     with (contextlib.nullcontext(con) if con is not None else contextlib.closing(connect(s))) as con:
         sync_reference(con, s, registry=registry)
-        existing = {t for (t,) in con.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE' AND table_catalog = ? AND table_schema = 'bronze'", [LAKE]).fetchall()}
+        existing = set(con.execute(
+            "SELECT table_schema, table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE' "
+            "AND table_catalog = ? AND table_schema IN ('bronze', 'ops')", [LAKE]).fetchall())
+        has_ops = ("ops", "ingest_batch") in existing
         for name in names:
-            if name not in existing:
+            if ("bronze", name) not in existing:
                 log.info("quality: bronze.%s is not in the lake yet", name)
                 continue
-            runs[name] = run_dataset_rules(name, batch_ids, s, run_id=run_id, run_at=run_at, store=store,
-                                           gx=False, con=con, sync=False)
+            runs[name] = run_dataset_rules(name, batch_ids, s, run_id=run_id, run_at=run_at, store=False,
+                                           gx=False, con=con, sync=False, has_ops=has_ops)
         institutions = score_institutions([b for r in runs.values() for b in r.batches], threshold)
         if store:
+            _store_runs(con, list(runs.values()))
             _store(con, INSTITUTION_SCORE_TABLE, INSTITUTION_COLUMNS, [
                 {"run_id": run_id, "run_at": run_at, **asdict(i), "datasets": ",".join(i.datasets)}
                 for i in institutions])
