@@ -618,7 +618,12 @@ LARGE_FACTS = {"emr.fct_encounter": "encounter_key", "emr.fct_lab_result": "lab_
                "emr.fct_diagnosis": "diagnosis_key", "emr.fct_procedure": "procedure_key",
                "emr.fct_exam_report": "exam_report_key", "health_record.fct_immunization": "immunization_key",
                "resource.dim_department": "department_key", "resource.dim_practitioner": "practitioner_key",
-               "resource.dim_equipment": "equipment_key"}
+               "resource.dim_equipment": "equipment_key",
+               # the same, re-linked by the keyed hash of the ID number the row keeps (id_number_key)
+               "health_record.fct_chronic_followup": "followup_key",
+               "health_record.fct_elderly_health_check": "elderly_check_key",
+               "health_record.fct_maternal_child_visit": "maternal_child_visit_key",
+               "population.fct_vital_event": "vital_event_key"}
 
 
 def test_large_facts_build_incrementally_by_batch_and_equal_a_full_refresh(built_lake):
@@ -675,13 +680,33 @@ def test_large_facts_build_incrementally_by_batch_and_equal_a_full_refresh(built
             {"record_id": "R003", "name": "王五", "sex_code": "2", "birth_date": "1990-05-06", "id_number": ID_C,
              "phone": "13700000003", "household_id": "HH03", "address_division_code": "510105",
              "created_date": "2024-03-28", "family_doctor_id": "FD01"}])
+        # public-health services and certificates: a corrected follow-up and a new one for 王五
+        # (ID_C), a new elderly check for 张三, a corrected antenatal visit, a second birth to 王五;
+        # the next day's move of ID_D re-links 赵六's death certificate and check (EC1, VD1)
+        _insert_bronze(writer, "chronic_followup", "b31", "C001", at, [
+            {"followup_id": "F3", "record_id": "R001", "disease_code": "I10", "followup_date": "2024/2/1",
+             "systolic_bp": "138", "diastolic_bp": "85"},
+            {"followup_id": "F4", "record_id": "R003", "id_number": ID_C, "disease_code": "E11.9",
+             "followup_date": "2024-03-28", "fasting_glucose": "6.2"}])
+        _insert_bronze(writer, "elderly_health_check", "b32", "C001", at, [
+            {"check_id": "EC2", "record_id": "R001", "id_number": ID_A, "name": "张三", "check_date": "2024-03-20",
+             "systolic_bp": "130", "diastolic_bp": "80", "self_care_score": "0"}])
+        _insert_bronze(writer, "maternal_child_visit", "b33", "H001", at, [
+            {"visit_id": "MV1", "id_number": ID_C, "name": "王五", "birth_date": "1990-05-06",
+             "service_type_code": "1", "visit_date": "2024-03-02", "visit_seq": "1", "gestational_weeks": "12",
+             "weight_kg": "59.0", "abo_blood_type_code": "A型", "rh_blood_type_code": "阳性"}])
+        _insert_bronze(writer, "vital_event", "b34", "H001", at, [
+            {"event_id": "VB2", "event_type_code": "1", "event_at": "2024-03-27 10:00:00", "sex_code": "女",
+             "mother_id_number": ID_C, "birth_weight_g": "3100", "gestational_weeks": "39",
+             "place_division_code": "510105"}])
     finally:
         writer.close()
     select = ["--select", "int_identities_unioned", "int_identities_linked", "dim_person", "person_identifier",
               "dim_health_record", "fct_encounter", "fct_diagnosis", "fct_lab_result", "fct_medication_order",
               "int_code_values_by_batch", "unmapped_code", "fct_indicator_value", "person_timeline",
               "fct_procedure", "fct_exam_report", "fct_immunization", "dim_department", "dim_practitioner",
-              "dim_equipment"]
+              "dim_equipment", "fct_chronic_followup", "fct_elderly_health_check", "fct_maternal_child_visit",
+              "fct_vital_event"]
     result = run_dbt("run", *select)
     assert result.returncode == 0, result.stdout[-4000:]
 
@@ -714,7 +739,7 @@ def test_large_facts_build_incrementally_by_batch_and_equal_a_full_refresh(built
     # schema change)
     version = schema_version()
     result = run_dbt("run", "--select", "int_code_values_by_batch", "fct_diagnosis", "fct_lab_result",
-                     "fct_immunization", "dim_department")
+                     "fct_immunization", "dim_department", "fct_vital_event", "fct_chronic_followup")
     assert result.returncode == 0, result.stdout[-4000:]
     assert snapshot()[0] == incremental
     assert schema_version() == version
@@ -768,6 +793,13 @@ def test_large_facts_build_incrementally_by_batch_and_equal_a_full_refresh(built
                           "AND p.source_id = 'P003' AND p.source_dataset = 'person' "
                           "WHERE encounter_id IN ('E004', 'E005') ORDER BY 1").fetchall()
         assert moved == [("E004", True), ("E005", True)], moved
+        # 赵六's death certificate and elderly check, sent with ID_D and not re-sent, found him
+        relinked = c.execute("SELECT count(*) FROM (SELECT person_key FROM lake.population.fct_vital_event "
+                             "WHERE event_id = 'VD1' UNION ALL SELECT person_key FROM "
+                             "lake.health_record.fct_elderly_health_check WHERE check_id = 'EC1') f "
+                             "JOIN lake.population.person_identifier p USING (person_key) "
+                             "WHERE p.source_id = 'P003' AND p.source_dataset = 'person'").fetchone()[0]
+        assert relinked == 2
     finally:
         c.close()
     result = run_dbt("run", "--full-refresh", *select)

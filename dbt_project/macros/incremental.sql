@@ -256,3 +256,15 @@ where held.person_key is distinct from {{ person_key_sql }}
     'left join encounters on encounters.institution_code = held.institution_code and encounters.encounter_id = held.encounter_id
 left join patients on patients.institution_code = held.institution_code and patients.patient_id = held.patient_id') }}
 {%- endmacro %}
+
+
+{#- is_incremental() for a mart that links its rows again by a column it keeps (say id_number_key):
+    false when the table held has no such column yet (built before it had one), so that run builds
+    every row from the deduplicated model (delete+insert of every key, the column appended). The
+    model passes its is_incremental() (a unit test overrides it there, not inside a macro). -#}
+{% macro held_has_column(column, incremental) -%}
+    {%- if not incremental or not execute -%}
+        {{ return(incremental) }}
+    {%- endif -%}
+    {{ return(column in (adapter.get_columns_in_relation(this) | map(attribute='name') | list)) }}
+{%- endmacro %}

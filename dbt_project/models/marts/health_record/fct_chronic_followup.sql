@@ -2,12 +2,25 @@
 -- diabetes patient, with control status by the 国家基本公共卫生服务规范 targets:
 -- hypertension controlled when systolic < 140 and diastolic < 90 mmHg; diabetes controlled when
 -- fasting glucose < 7.0 mmol/L. Control is null when the measurement is missing.
+-- Incremental by a literal batch list against the row held (macros/incremental.sql,
+-- newer_than_held), and the rows held whose person link changed (relinked_held: the row
+-- keeps id_number_key, the keyed hash of its ID number, to be linked again by).
+-- depends_on: {{ ref('stg_bronze__chronic_followups') }}
+
+{{ config(materialized='incremental', unique_key='followup_key', incremental_strategy='delete+insert',
+          on_schema_change='append_new_columns', pre_hook="{{ load_person_key_secret() }}") }}
+{%- set incremental = held_has_column('id_number_key', is_incremental()) %}
 
 with
 
 followups as (
 
-    select * from {{ ref('int_chronic_followups_deduplicated') }}
+    select *
+    {%- if incremental %}
+    from ({{ newer_than_held(ref('stg_bronze__chronic_followups'), ['institution_code', 'followup_id']) }}) as new_versions
+    {%- else %}
+    from {{ ref('int_chronic_followups_deduplicated') }}
+    {%- endif %}
 
 ),
 
@@ -25,6 +38,16 @@ persons_by_id_number as (
     group by id_number
 
 ),
+{%- if incremental %}
+
+persons_by_id_number_key as (
+
+    select {{ person_key('id_number') }} as id_number_key, person_key
+    from persons_by_id_number
+    where id_number is not null
+
+),
+{%- endif %}
 
 persons_by_record_id as (
 
@@ -62,6 +85,7 @@ final as (
         {{ hash_key(['institution_code', 'followup_id']) }} as followup_key,
         {{ hash_key(['institution_code', 'record_id']) }} as record_key,
         person_key,
+        {{ person_key('id_number') }} as id_number_key,
         institution_code,
         followup_id,
         record_id,
@@ -87,3 +111,11 @@ final as (
 )
 
 select * from final
+{%- if incremental %}
+union all by name
+{{ relinked_held(['institution_code', 'followup_id'], 'followups',
+    'coalesce(by_id_number.person_key, by_record_id.person_key)',
+    'left join persons_by_id_number_key as by_id_number on by_id_number.id_number_key = held.id_number_key
+left join persons_by_record_id as by_record_id
+    on by_record_id.institution_code = held.institution_code and by_record_id.record_id = held.record_id') }}
+{%- endif %}

@@ -2,12 +2,25 @@
 -- (institution_code, check_id), with BMI and the screening flags of the 国家基本公共卫生服务规范:
 -- blood pressure ≥ 140/90 mmHg and fasting glucose ≥ 7.0 mmol/L are abnormal; 生活自理能力评分
 -- 0–3 可自理, 4–8 轻度依赖, 9–18 中度依赖, ≥ 19 不能自理.
+-- Incremental by a literal batch list against the row held (macros/incremental.sql,
+-- newer_than_held), and the rows held whose person link changed (relinked_held: the row keeps
+-- id_number_key, the keyed hash of its ID number, to be linked again by).
+-- depends_on: {{ ref('stg_bronze__elderly_health_checks') }}
+
+{{ config(materialized='incremental', unique_key='elderly_check_key', incremental_strategy='delete+insert',
+          on_schema_change='append_new_columns', pre_hook="{{ load_person_key_secret() }}") }}
+{%- set incremental = held_has_column('id_number_key', is_incremental()) %}
 
 with
 
 checks as (
 
-    select * from {{ ref('int_elderly_health_checks_deduplicated') }}
+    select *
+    {%- if incremental %}
+    from ({{ newer_than_held(ref('stg_bronze__elderly_health_checks'), ['institution_code', 'check_id']) }}) as new_versions
+    {%- else %}
+    from {{ ref('int_elderly_health_checks_deduplicated') }}
+    {%- endif %}
 
 ),
 
@@ -16,6 +29,14 @@ persons as (
     select * from {{ ref('int_persons_by_id_number') }}
 
 ),
+{%- if incremental %}
+
+persons_by_id_number_key as (
+
+    select {{ person_key('id_number') }} as id_number_key, person_key from persons
+
+),
+{%- endif %}
 
 records as (
 
@@ -30,6 +51,7 @@ final as (
     select
         {{ hash_key(['checks.institution_code', 'checks.check_id']) }} as elderly_check_key,
         coalesce(persons.person_key, records.person_key) as person_key,
+        {{ person_key('checks.id_number') }} as id_number_key,
         checks.institution_code,
         checks.check_id,
         checks.record_id,
@@ -63,3 +85,10 @@ final as (
 )
 
 select * from final
+{%- if incremental %}
+union all by name
+{{ relinked_held(['institution_code', 'check_id'], 'checks',
+    'coalesce(persons.person_key, records.person_key)',
+    'left join persons_by_id_number_key as persons on persons.id_number_key = held.id_number_key
+left join records on records.institution_code = held.institution_code and records.record_id = held.record_id') }}
+{%- endif %}

@@ -2,12 +2,25 @@
 -- antenatal care (产前检查), postpartum visits (产后访视), newborn visits (新生儿访视) and child
 -- health checks (儿童健康检查), with the blood types typed at the first antenatal visit
 -- (ABO: WS 364 CV04.50.005, Rh: WS 445; a value that maps to no code is kept, is_known_* false).
+-- Incremental by a literal batch list against the row held (macros/incremental.sql,
+-- newer_than_held), and the rows held whose person link changed (relinked_held: the row keeps
+-- id_number_key, the keyed hash of its ID number, to be linked again by).
+-- depends_on: {{ ref('stg_bronze__maternal_child_visits') }}
+
+{{ config(materialized='incremental', unique_key='maternal_child_visit_key', incremental_strategy='delete+insert',
+          on_schema_change='append_new_columns', pre_hook="{{ load_person_key_secret() }}") }}
+{%- set incremental = held_has_column('id_number_key', is_incremental()) %}
 
 with
 
 visits as (
 
-    select * from {{ ref('int_maternal_child_visits_deduplicated') }}
+    select *
+    {%- if incremental %}
+    from ({{ newer_than_held(ref('stg_bronze__maternal_child_visits'), ['institution_code', 'visit_id']) }}) as new_versions
+    {%- else %}
+    from {{ ref('int_maternal_child_visits_deduplicated') }}
+    {%- endif %}
 
 ),
 
@@ -16,6 +29,14 @@ persons as (
     select * from {{ ref('int_persons_by_id_number') }}
 
 ),
+{%- if incremental %}
+
+persons_by_id_number_key as (
+
+    select {{ person_key('id_number') }} as id_number_key, person_key from persons
+
+),
+{%- endif %}
 
 abo as (
 
@@ -34,6 +55,7 @@ final as (
     select
         {{ hash_key(['visits.institution_code', 'visits.visit_id']) }} as maternal_child_visit_key,
         persons.person_key,
+        {{ person_key('visits.id_number') }} as id_number_key,
         visits.institution_code,
         visits.visit_id,
         visits.service_type_code,
@@ -67,3 +89,8 @@ final as (
 )
 
 select * from final
+{%- if incremental %}
+union all by name
+{{ relinked_held(['institution_code', 'visit_id'], 'visits', 'persons.person_key',
+    'left join persons_by_id_number_key as persons on persons.id_number_key = held.id_number_key') }}
+{%- endif %}
