@@ -15,14 +15,16 @@ read), the seeds are loaded, then
          pushed into the bronze scan; the held rows whose person link changed re-linked) the facts
          and dimensions fct_lab_result, fct_medication_order, fct_diagnosis, fct_procedure,
          fct_exam_report, fct_immunization, dim_department, dim_practitioner, dim_equipment,
-         dim_health_record and int_identities_unioned; fct_encounter by the keys new batches touched
-         (every version of them); the EMPI int_identities_linked (the new batches' identities, those
-         they block with and the clusters they touch are read, linked and written back; nothing
-         else of the EMPI's state), dim_person and person_identifier (changed identities),
+         dim_health_record, int_identities_unioned and (re-linked by their keyed ID-number hash)
+         fct_chronic_followup, fct_elderly_health_check, fct_maternal_child_visit, fct_vital_event;
+         fct_encounter by the keys new batches touched (every version of them); the EMPI
+         int_identities_linked (the new batches' identities, those they block with and the
+         clusters they touch are read, linked and written back; nothing else of the EMPI's state), dim_person and person_identifier (changed identities),
          person_timeline (the persons whose events changed) and int_code_values_by_batch (each
          staging model with new batches read once, unpivoted; unmapped_code and IND12 sum its
          per-batch counts); views whose SQL did not change are left alone
-         (macros/view_unchanged.sql); the other tables rebuild.
+         (macros/view_unchanged.sql), and so are the comments of the incremental models
+         (macros/persist_docs.sql); the other tables rebuild.
 
 Printed: full and delta wall and CPU time (user + sys of dbt: wall times are inflated on a shared
 machine), each split into views, tables, incremental models (dbt's per-model timing) and the time
