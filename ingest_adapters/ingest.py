@@ -287,12 +287,19 @@ def _load_single(con, scan: SourceScan, feed, ds, batch: dict, result: BatchResu
                        "_ingested_at", "_row_hash"]
     numbered_by = scan.ordinal_column or scan.sequence_column
     ordinal = _q(numbered_by) if numbered_by else "row_number() OVER ()"
+    lineage = {"_institution_code": result.institution_code, "_feed": result.feed, "_batch_id": result.batch_id,
+               "_source_file": batch["source_file"]}
+    if scan.stream_lineage:
+        scan.lineage_values.update(lineage)
+        select += "".join(f", {_q(scan.stream_lineage[c])} AS {_q(c)}" for c in lineage)
+        lineage_sql, params = ", ".join(_q(c) for c in lineage), [started]
+    else:
+        lineage_sql, params = ", ".join("?" for _ in lineage), [*lineage.values(), started]
     try:
         inserted = con.execute(
             f"INSERT INTO {table} ({', '.join(_q(c) for c in cols)}) "
-            f"SELECT {', '.join(_q(e) for e in elements)}, ?, ?, ?, ?, __ord, ?::TIMESTAMPTZ, {hash_expr} "
-            f"FROM (SELECT {ordinal} AS __ord, {select} FROM {scan.from_sql})",
-            [result.institution_code, result.feed, result.batch_id, batch["source_file"], started]).fetchone()[0]
+            f"SELECT {', '.join(_q(e) for e in elements)}, {lineage_sql}, __ord, ?::TIMESTAMPTZ, {hash_expr} "
+            f"FROM (SELECT {ordinal} AS __ord, {select} FROM {scan.from_sql})", params).fetchone()[0]
     except duckdb.InvalidInputException as e:
         # DuckDB 1.5 cuts an over-long record at the limit, possibly inside a UTF-8 character, and
         # then fails storing it as a reject: read the file again with the wider limit

@@ -39,6 +39,12 @@ class SourceScan:
     notes: dict = field(default_factory=dict)
     ordinal_column: str | None = None
     sequence_column: str | None = None
+    # Lineage values the scan itself yields as columns of one value each (``stream_lineage``: lineage
+    # column → the scan's column), filled in by the ingest before it reads the scan: a streamed scan
+    # hands them over as run-end encoded Arrow arrays, which the lake writes with less work than SQL
+    # constants (3M rows: ~0.2 s of CPU less).
+    stream_lineage: dict[str, str] | None = None
+    lineage_values: dict[str, str] = field(default_factory=dict)
     # The same scan with a larger record limit, for a file where a record exceeded the default one
     # (error type LINE SIZE OVER MAXIMUM): the ingest rolls back and reads the file again with it.
     widened: Callable[[], "SourceScan"] | None = None
