@@ -9,6 +9,8 @@
     `--full-refresh`, a changed SQL, a missing view or a table in its place re-create it as dbt does
     (the default materialization, then the comment). Only the root project's views: this overrides
     the adapter's (duckdb) choice of dbt's default view materialization.
+    The views' comments are read once per invocation (view_comments: one query instead of one per
+    view, 41 × 15-30 ms): a view's comment changes only when its own model runs, once per run.
 -#}
 
 {% materialization view, adapter='duckdb' %}
@@ -17,9 +19,7 @@
   {%- set marker = 'dbt-sql-md5:' ~ local_md5(sql) -%}
   {%- set unchanged = false -%}
   {%- if existing_relation is not none and existing_relation.is_view and not should_full_refresh() and execute -%}
-    {%- set found = run_query("select comment from duckdb_views() where database_name = '" ~ this.database
-                              ~ "' and schema_name = '" ~ this.schema ~ "' and view_name = '" ~ this.identifier ~ "'") -%}
-    {%- set unchanged = found.rows | length == 1 and found.rows[0][0] == marker -%}
+    {%- set unchanged = view_comments(this.database).get(this.schema ~ '.' ~ this.identifier) == marker -%}
   {%- endif -%}
 
   {%- if unchanged -%}
@@ -37,3 +37,17 @@
   {{ return(result) }}
 
 {% endmaterialization %}
+
+
+{% macro view_comments(database) -%}
+  {%- set memo = '__healthlake_view_comments__' ~ database -%}
+  {%- if memo not in graph -%}
+    {%- set found = {} -%}
+    {%- for row in run_query("select schema_name, view_name, comment from duckdb_views() where database_name = '"
+                             ~ database ~ "'").rows -%}
+      {%- do found.update({row[0] ~ '.' ~ row[1]: row[2]}) -%}
+    {%- endfor -%}
+    {%- do graph.update({memo: found}) -%}
+  {%- endif -%}
+  {{- return(graph[memo]) -}}
+{%- endmacro %}
