@@ -454,3 +454,14 @@ def test_duplicate_rule_ids_are_refused():
     with pytest.raises(QualityError, match="duplicate"):
         parse_rules([rule, rule])
     assert expectation_class("UnexpectedRowsExpectation").__name__ == "UnexpectedRowsExpectation"
+
+
+def test_a_rules_file_is_parsed_again_when_it_changes(tmp_path):
+    path = tmp_path / "population.dim_person.yaml"
+    rule = ("  - {{id: POP-901, name: 人员主键非空, dimension: completeness, severity: {sev}, "
+            "expectation: expect_column_values_to_not_be_null, kwargs: {{column: person_key}}}}\n")
+    path.write_text("table: population.dim_person\nrules:\n" + rule.format(sev="critical"), encoding="utf-8")
+    first = load_rules_file(path)
+    assert load_rules_file(path) is first                      # same content: parsed once
+    path.write_text("table: population.dim_person\nrules:\n" + rule.format(sev="minor"), encoding="utf-8")
+    assert [r.severity for r in load_rules_file(path).rules] == ["minor"]

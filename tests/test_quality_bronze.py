@@ -365,6 +365,22 @@ def test_rectification_list_for_a_dirty_institution(city):
     assert failing and all(r[cols.index("整改建议")] for r in failing)
 
 
+def test_rectification_rows_in_one_pass_equal_one_query_per_rule(city, monkeypatch):
+    """The rules that select rows one for one are listed together in one pass: the same lines, in
+    the same order, as each rule's own failing-row query."""
+    import quality.scoring
+    from quality.rectification import rectification_rows
+
+    s, run, _ = city
+    codes = sorted({i.institution_code for i in run.institutions})
+    with contextlib.closing(connect(s, read_only=True)) as con:
+        together = {d: rectification_rows(con, d, rules_for_dataset(d).rules, codes) for d in run.datasets}
+        monkeypatch.setattr(quality.scoring, "failing_flag_sql", lambda rule: None)
+        alone = {d: rectification_rows(con, d, rules_for_dataset(d).rules, codes) for d in run.datasets}
+    assert sum(map(len, together.values())) > 0
+    assert together == alone
+
+
 def test_masking():
     from quality.rectification import mask_value
 
