@@ -295,6 +295,30 @@ def build_entries(con: duckdb.DuckDBPyConnection, s: Settings | None = None, man
     return entries
 
 
+# Arrow types of the rows inserted into the two tables (the SQL INSERT casts them to the tables'
+# types, as parameter binding did: last_snapshot_at is an ISO text).
+_DIRECTORY_ARROW = ("string", "string", "string", "string", "string", "string", "string", "string", "string",
+                    "string", "int32", "int64", "int32", "float64", "string", "timestamp", "string")
+_DATA_ITEM_ARROW = ("string", "string", "string", "string", "string", "string", "string", "string", "string",
+                    "int32", "string", "list")
+
+
+def _insert(con, table: str, types: tuple[str, ...], rows: list[tuple]) -> None:
+    """All rows in one statement through Arrow: executemany runs one INSERT per row (the demo's
+    1,792 data items took ~1.5 s of CPU)."""
+    import pyarrow as pa
+
+    made = {"string": pa.string(), "int32": pa.int32(), "int64": pa.int64(), "float64": pa.float64(),
+            "timestamp": pa.timestamp("us", tz="UTC"), "list": pa.list_(pa.string())}
+    arrays = [pa.array([r[i] for r in rows], type=made[t]) for i, t in enumerate(types)]
+    batch = pa.Table.from_arrays(arrays, names=[f"c{i}" for i in range(len(types))])
+    con.register("_catalog_rows", batch)
+    try:
+        con.execute(f"INSERT INTO {table} SELECT * FROM _catalog_rows")
+    finally:
+        con.unregister("_catalog_rows")
+
+
 def build_directory(con: duckdb.DuckDBPyConnection, s: Settings | None = None,
                     manifest_path: Path | None = None) -> list[dict]:
     """Compute the entries, store them in lake.catalog (resource_directory, data_item), export JSON + HTML."""
@@ -315,15 +339,15 @@ def build_directory(con: duckdb.DuckDBPyConnection, s: Settings | None = None,
                     "table_name VARCHAR, column_name VARCHAR, column_zh VARCHAR, data_type VARCHAR, de_code VARCHAR, "
                     "value_set VARCHAR, category VARCHAR, level INTEGER, kind VARCHAR, lineage VARCHAR[])")
         if entries:
-            con.executemany("INSERT INTO lake.catalog.resource_directory VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                            [(e["resource_code"], e["schema"], e["table"].split(".", 1)[1], e["database_zh"], e["name_zh"],
-                              e["class_zh"], e["summary"], e["share_type"], e["open_attr"], e["update_cycle"], e["max_level"],
-                              e["row_count"], e["institutions"], e["quality_pass_rate"], e["last_snapshot_at"], now,
-                              json.dumps(e, ensure_ascii=False, default=str)) for e in entries])
-            con.executemany("INSERT INTO lake.catalog.data_item VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                            [(e["resource_code"], e["schema"], e["table"].split(".", 1)[1], i["name"], i["zh"], i["type"],
-                              i["de"], i["value_set"], i["category"], i["level"], i["kind"], i["lineage"])
-                             for e in entries for i in e["items"]])
+            _insert(con, "lake.catalog.resource_directory", _DIRECTORY_ARROW,
+                    [(e["resource_code"], e["schema"], e["table"].split(".", 1)[1], e["database_zh"], e["name_zh"],
+                      e["class_zh"], e["summary"], e["share_type"], e["open_attr"], e["update_cycle"], e["max_level"],
+                      e["row_count"], e["institutions"], e["quality_pass_rate"], e["last_snapshot_at"], now,
+                      json.dumps(e, ensure_ascii=False, default=str)) for e in entries])
+            _insert(con, "lake.catalog.data_item", _DATA_ITEM_ARROW,
+                    [(e["resource_code"], e["schema"], e["table"].split(".", 1)[1], i["name"], i["zh"], i["type"],
+                      i["de"], i["value_set"], i["category"], i["level"], i["kind"], i["lineage"])
+                     for e in entries for i in e["items"]])
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")

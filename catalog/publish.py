@@ -136,8 +136,11 @@ def plan(con, clearance: int, secret: str, classes=None) -> dict[tuple[str, str]
     return {key: [column_expression(cc, clearance, secret) for cc in ccs] for key, ccs in classes.items()}
 
 
-def publish_level(con, clearance: int, s: Settings, secret: str | None = None, classes=None) -> dict:
-    """One clearance's database; ``classes``: ``classified_tables(con)`` when several levels are published."""
+def publish_level(con, clearance: int, s: Settings, secret: str | None = None, classes=None,
+                  source: str = "lake") -> dict:
+    """One clearance's database; ``classes``: ``classified_tables(con)`` when several levels are published.
+    ``source``: the attached database the mart tables are read from (``publish_all`` reads the lake
+    once, for the level that holds every column as it is, and the other levels from that file)."""
     secret = secret or publish_secret()
     tables = plan(con, clearance, secret, classes)
     final = published_path(clearance, s)
@@ -155,7 +158,7 @@ def publish_level(con, clearance: int, s: Settings, secret: str | None = None, c
     try:
         # one transaction: reads of the lake, writes to pub only
         with one_transaction(con):
-            rows, counts = _write_level(con, tables, clearance)
+            rows, counts = _write_level(con, tables, clearance, source)
         con.execute("CHECKPOINT pub")
     finally:
         con.execute("DETACH pub")
@@ -168,7 +171,7 @@ def publish_level(con, clearance: int, s: Settings, secret: str | None = None, c
             "bytes": final.stat().st_size, "seconds": round(time.perf_counter() - t0, 2)}
 
 
-def _write_level(con, tables, clearance: int) -> tuple[int, int]:
+def _write_level(con, tables, clearance: int, source: str = "lake") -> tuple[int, int]:
     """The tables and the manifest of one clearance into the attached ``pub``; (rows, tables)."""
     con.execute("CREATE SCHEMA pub.catalog")
     con.execute(f"CREATE TABLE pub.{MANIFEST_TABLE} (schema_name VARCHAR, table_name VARCHAR, column_name VARCHAR, "
@@ -183,7 +186,7 @@ def _write_level(con, tables, clearance: int) -> tuple[int, int]:
         present = [pc for pc in cols if pc.expression is not None]
         select = ", ".join(f"{pc.expression} AS {_q(pc.column)}" for pc in present)
         con.execute(f"CREATE TABLE pub.{_q(schema)}.{_q(table)} AS SELECT {select} "
-                    f"FROM lake.{_q(schema)}.{_q(table)}")
+                    f"FROM {source}.{_q(schema)}.{_q(table)}")
         manifest += [(pc.schema, pc.table, pc.column if pc.expression else None, pc.source_column,
                       pc.category, pc.level, pc.kind, pc.treatment, clearance, now) for pc in cols]
         counts += 1
@@ -209,11 +212,28 @@ def _insert_manifest(con, rows: list[tuple]) -> None:
 
 
 def publish_all(s: Settings | None = None, levels=LEVELS) -> list[dict]:
-    """Write one database per clearance level from the lake's marts; returns a summary per level."""
+    """Write one database per clearance level from the lake's marts; returns a summary per level.
+
+    The highest level, when every column is at or below it, is a copy of the marts (every column
+    raw): it is written first, from the lake, and the lower levels read the marts from that file
+    instead of the lake (one DuckLake read per table, not one per table and level; the same rows,
+    in the same order). Otherwise every level reads the lake.
+    """
     s = s or load_settings()
     con = connect(s, read_only=True)
     try:
         classes = classified_tables(con)
-        return [publish_level(con, level, s, classes=classes) for level in levels]
+        top = max(levels, default=None)
+        if top is None or any(cc.level > top for ccs in classes.values() for cc in ccs):
+            return [publish_level(con, level, s, classes=classes) for level in levels]
+        done = {top: publish_level(con, top, s, classes=classes)}
+        con.execute(f"ATTACH {_lit(str(published_path(top, s)))} AS pub_source (READ_ONLY)")
+        try:
+            for level in levels:
+                if level not in done:
+                    done[level] = publish_level(con, level, s, classes=classes, source="pub_source")
+        finally:
+            con.execute("DETACH pub_source")
+        return [done[level] for level in levels]
     finally:
         con.close()

@@ -44,6 +44,41 @@ def test_one_database_per_level_with_the_four_databases(city):
         assert schemas == {"population", "emr", "health_record", "resource", "catalog"}
 
 
+def test_lower_levels_read_from_the_top_level_file_equal_levels_read_from_the_lake(city, tmp_path, monkeypatch):
+    """publish_all reads the lake once (level 5: every column raw) and levels 1-4 from that file:
+    each of them holds the same tables, rows (in the same order) and manifest as one read from the lake."""
+    import catalog.publish as publish
+    from healthlake.lake import connect
+
+    def into(folder):
+        monkeypatch.setattr(publish, "published_path", lambda level, s=None: tmp_path / folder / f"level_{int(level)}.duckdb")
+
+    into("all")
+    publish.publish_all(city.settings)
+    into("lake")
+    con = connect(city.settings, read_only=True)
+    try:
+        classes = publish.classified_tables(con)
+        for level in (1, 3):
+            publish.publish_level(con, level, city.settings, classes=classes)
+    finally:
+        con.close()
+    for level in (1, 3):
+        a = duckdb.connect(str(tmp_path / "all" / f"level_{level}.duckdb"), read_only=True)
+        b = duckdb.connect(str(tmp_path / "lake" / f"level_{level}.duckdb"), read_only=True)
+        try:
+            tables = a.execute("SELECT schema_name, table_name FROM duckdb_tables() ORDER BY 1, 2").fetchall()
+            assert len(tables) > 5
+            assert tables == b.execute("SELECT schema_name, table_name FROM duckdb_tables() ORDER BY 1, 2").fetchall()
+            for schema, table in tables:
+                cols = "* EXCLUDE (published_at)" if table == "published_column" else "*"
+                sql = f'SELECT {cols} FROM "{schema}"."{table}"'
+                assert a.execute(sql).fetchall() == b.execute(sql).fetchall(), f"{level}: {schema}.{table}"
+        finally:
+            a.close()
+            b.close()
+
+
 def _file_hits(path, secrets):
     data = path.read_bytes()
     return {sec for sec in secrets if sec.encode("utf-8") in data}
