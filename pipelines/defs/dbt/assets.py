@@ -9,6 +9,12 @@ from pipelines.defs.dbt.resources import dbt_project
 from pipelines.defs.dbt.translator import HealthlakeTranslator
 
 
+# dbt's unit tests check the models' SQL on fixed inputs, not the lake's data: they run in the test
+# suite (tests/test_dbt.py builds with them) and, as dbt recommends, not in the pipeline's builds
+# (9 unit tests: ~4 s of the demo's dbt step). Dagster never showed them (no asset checks).
+BUILD_EXCLUDES = ("--exclude-resource-type", "unit_test")
+
+
 def build_dbt_assets() -> dg.AssetsDefinition:
     project = dbt_project()
 
@@ -19,6 +25,6 @@ def build_dbt_assets() -> dg.AssetsDefinition:
                     settings=DagsterDbtTranslatorSettings(enable_asset_checks=True)))
     def healthlake_dbt(context: dg.AssetExecutionContext, dbt: DbtCliResource):
         apply_dbt_env()
-        yield from dbt.cli(["build"], context=context).stream()
+        yield from dbt.cli(["build", *BUILD_EXCLUDES], context=context).stream()
 
     return healthlake_dbt
