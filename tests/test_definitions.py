@@ -44,3 +44,18 @@ def test_definitions_validate_from_the_command_line(lake_env, tmp_path):
                           "-m", "pipelines.definitions"], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "Validation successful" in out.stderr + out.stdout
+
+
+def test_the_dbt_resource_knows_the_version_of_the_dbt_it_runs_without_asking_it():
+    """HealthlakeDbtCliResource skips dagster-dbt's `dbt --version` subprocess and in-process
+    adapter: the version it assumes (the installed dbt-core's) is the one DBT_EXECUTABLE reports."""
+    import re
+    import subprocess
+
+    from healthlake.dbt import DBT_PROJECT_DIR
+    from pipelines.defs.dbt.resources import DBT_EXECUTABLE, HealthlakeDbtCliResource
+
+    out = subprocess.run([DBT_EXECUTABLE, "--version"], capture_output=True, text=True, check=True).stdout
+    resource = HealthlakeDbtCliResource(project_dir=str(DBT_PROJECT_DIR), dbt_executable=DBT_EXECUTABLE)
+    assert str(resource._cli_version) == re.search(r"(\d+\.\d+\.\d+)", out).group(1)
+    assert resource._initialize_dbt_core_adapter(["build"]) is None
