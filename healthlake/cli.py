@@ -330,7 +330,10 @@ def cmd_ui(args) -> int:
 def cmd_dbt_parse(args) -> int:
     from pipelines.defs.dbt.resources import dbt_project, parse_manifest
 
-    print(f"dbt manifest: {parse_manifest(dbt_project())}")
+    # dbt_project() parses a root without a manifest itself: not a second time (a dbt start, ~5 s)
+    had_manifest = (load_settings().dbt_target_dir / "manifest.json").exists()
+    project = dbt_project()
+    print(f"dbt manifest: {parse_manifest(project) if had_manifest else project.manifest_path}")
     return 0
 
 
