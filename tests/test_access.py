@@ -49,20 +49,22 @@ def test_lower_levels_read_from_the_top_level_file_equal_levels_read_from_the_la
     each of them holds the same tables, rows (in the same order) and manifest as one read from the lake."""
     import catalog.publish as publish
     from healthlake.lake import connect
+    from security.tiny_city import env_of
 
     def into(folder):
         monkeypatch.setattr(publish, "published_path", lambda level, s=None: tmp_path / folder / f"level_{int(level)}.duckdb")
 
-    into("all")
-    publish.publish_all(city.settings)
-    into("lake")
-    con = connect(city.settings, read_only=True)
-    try:
-        classes = publish.classified_tables(con)
-        for level in (1, 3):
-            publish.publish_level(con, level, city.settings, classes=classes)
-    finally:
-        con.close()
+    with env_of(city.settings.root):  # the classification reads the configured lake's dbt manifest
+        into("all")
+        publish.publish_all(city.settings)
+        into("lake")
+        con = connect(city.settings, read_only=True)
+        try:
+            classes = publish.classified_tables(con)
+            for level in (1, 3):
+                publish.publish_level(con, level, city.settings, classes=classes)
+        finally:
+            con.close()
     for level in (1, 3):
         a = duckdb.connect(str(tmp_path / "all" / f"level_{level}.duckdb"), read_only=True)
         b = duckdb.connect(str(tmp_path / "lake" / f"level_{level}.duckdb"), read_only=True)
