@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from ingest_adapters.errors import UnreadableFileError
 from ingest_adapters.registry import Feed
-from ingest_adapters.scan import Reject, SourceScan
+from ingest_adapters.scan import STREAMED_LINEAGE, Reject, SourceScan, streamed_column
 from ingest_adapters.transcode import transcode_to_utf8
 
 _scan_ids = itertools.count(1)
@@ -37,7 +37,6 @@ WIDE_LINE_SIZE = 64 * 1024 * 1024
 SEQUENCE = "__hl_sequence"  # 1..n over the loaded records, in file order
 BATCH_ROWS = 245760  # rows per Arrow batch between the parser and the lake (2 DuckDB vectors × 60)
 PARSE_AHEAD = "64MB"
-STREAMED_LINEAGE = ("_institution_code", "_feed", "_batch_id", "_source_file")  # see SourceScan.stream_lineage
 
 
 def _sql_str(s: str) -> str:
@@ -127,9 +126,9 @@ def _scan(con: duckdb.DuckDBPyConnection, readable: Path, columns: list[str], fe
     )
     parser = _parser()
     name = f"_hl_csv_{next(_scan_ids)}"
-    lineage = {c: f"__hl{c}" for c in STREAMED_LINEAGE}
     schema = pa.schema([pa.field(c, pa.string_view()) for c in columns] + [pa.field(SEQUENCE, pa.int64())]
-                       + [pa.field(name, pa.run_end_encoded(pa.int32(), pa.string())) for name in lineage.values()])
+                       + [pa.field(streamed_column(c), pa.run_end_encoded(pa.int32(), pa.string()))
+                          for c in STREAMED_LINEAGE])
     values: dict[str, str] = {}
 
     def numbered():
@@ -137,7 +136,7 @@ def _scan(con: duckdb.DuckDBPyConnection, readable: Path, columns: list[str], fe
         for batch in parser.execute(read_sql).to_arrow_reader(BATCH_ROWS):
             n = batch.num_rows
             constants = [pa.RunEndEncodedArray.from_arrays(pa.array([n], pa.int32()), pa.array([values.get(c)], pa.string()))
-                         for c in lineage]
+                         for c in STREAMED_LINEAGE]
             yield pa.RecordBatch.from_arrays(
                 batch.columns + [pa.array(np.arange(loaded + 1, loaded + 1 + n))] + constants, schema=schema)
             loaded += n
@@ -167,5 +166,4 @@ def _scan(con: duckdb.DuckDBPyConnection, readable: Path, columns: list[str], fe
         cleanup()
 
     return SourceScan(columns=columns, from_sql=name, rejects=rejects, replaced_bytes=replaced,
-                      cleanup=close, notes=notes, sequence_column=SEQUENCE, stream_lineage=lineage,
-                      lineage_values=values), release
+                      cleanup=close, notes=notes, sequence_column=SEQUENCE, lineage_values=values), release

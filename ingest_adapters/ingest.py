@@ -29,7 +29,7 @@ from ingest_adapters.errors import IngestError
 from ingest_adapters.multi import ORDINAL, MultiScan
 from ingest_adapters.readers import get_reader, is_multi_dataset
 from ingest_adapters.registry import Registry, load_registry
-from ingest_adapters.scan import Reject, SourceScan
+from ingest_adapters.scan import STREAMED_LINEAGE, Reject, SourceScan, streamed_column
 
 log = logging.getLogger(__name__)
 REPLACEMENT = "\ufffd"
@@ -289,9 +289,9 @@ def _load_single(con, scan: SourceScan, feed, ds, batch: dict, result: BatchResu
     ordinal = _q(numbered_by) if numbered_by else "row_number() OVER ()"
     lineage = {"_institution_code": result.institution_code, "_feed": result.feed, "_batch_id": result.batch_id,
                "_source_file": batch["source_file"]}
-    if scan.stream_lineage:
+    if scan.lineage_values is not None:
         scan.lineage_values.update(lineage)
-        select += "".join(f", {_q(scan.stream_lineage[c])} AS {_q(c)}" for c in lineage)
+        select += "".join(f", {_q(streamed_column(c))} AS {_q(c)}" for c in STREAMED_LINEAGE)
         lineage_sql, params = ", ".join(_q(c) for c in lineage), [started]
     else:
         lineage_sql, params = ", ".join("?" for _ in lineage), [*lineage.values(), started]
