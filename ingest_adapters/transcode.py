@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import codecs
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -124,8 +125,6 @@ def _append(src, dst) -> None:
         while os.copy_file_range(src.fileno(), dst.fileno(), 1 << 30):
             pass
     except OSError:  # a file system without copy_file_range
-        import shutil
-
         shutil.copyfileobj(src, dst, 16 << 20)
 
 
