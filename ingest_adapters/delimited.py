@@ -6,16 +6,27 @@ text. Malformed records (ragged, bad quoting, invalid UTF-8) go to DuckDB's reje
 tables with their record number and raw line; the rest of the file loads.
 Legacy encodings are transcoded to UTF-8 first (see transcode.py).
 
-The file is parsed on an in-memory DuckDB of its own, in parallel, and its rows reach the
-lake as Arrow batches in file order, numbered here (``SEQUENCE``): DuckDB's CSV scanner has no
-record-number column, and numbering inside the lake's INSERT (``row_number() OVER ()``) makes
-the whole insert single-threaded — half the speed of a bare COPY of the same file.
+The rows reach the lake as Arrow batches in file order, numbered here (``SEQUENCE``): DuckDB's
+CSV scanner has no record-number column, and numbering inside the lake's INSERT
+(``row_number() OVER ()``) makes the whole insert single-threaded — half the speed of a bare
+COPY of the same file. Two parsers produce the batches:
+
+- A large file without a single quote character (most machine exports: a field is quoted only
+  when it holds the delimiter, a quote or a newline) is parsed by Arrow's streaming CSV reader
+  with quoting off. Without quotes a CSV record is a line split at the delimiter, so both
+  parsers read the same values; Arrow's reader hands them over as Arrow already, in parallel
+  (5M rows: 0.58× of a bare COPY through DuckDB's parser, 0.8–0.9× through Arrow's). It rejects
+  nothing: at the first record it cannot read as is (a ragged line, invalid UTF-8, a record
+  longer than its block) it gives up, and the ingest reads the file again with DuckDB's parser
+  (``SourceScan.read_again``), which rejects that record with its reason and loads the rest.
+- Every other file is parsed on an in-memory DuckDB of its own, in parallel, with its rejects.
 """
 
 from __future__ import annotations
 
 import csv
 import itertools
+import mmap
 import os
 import threading
 from pathlib import Path
@@ -24,6 +35,7 @@ from typing import Callable
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 
 from ingest_adapters.errors import UnreadableFileError
 from ingest_adapters.registry import Feed
@@ -32,11 +44,15 @@ from ingest_adapters.transcode import transcode_to_utf8
 
 _scan_ids = itertools.count(1)
 # DuckDB's default record limit (2 MB) keeps its read buffers small and the scan fast. A file with a
-# longer record (a 10 MB report text) is read again with this limit (SourceScan.widened).
+# longer record (a 10 MB report text) is read again with this limit (SourceScan.read_again).
 WIDE_LINE_SIZE = 64 * 1024 * 1024
 SEQUENCE = "__hl_sequence"  # 1..n over the loaded records, in file order
 BATCH_ROWS = 245760  # rows per Arrow batch between the parser and the lake (2 DuckDB vectors × 60)
 PARSE_AHEAD = "64MB"
+# Arrow's reader for quote-free files of at least this size (a smaller file costs little either way,
+# and is often loaded in a group, where a second read means reloading the whole group)
+ARROW_MIN_BYTES = 8 * 1024 * 1024
+ARROW_BLOCK_BYTES = 4 * 1024 * 1024  # a longer record makes Arrow's reader give up (DuckDB reads it)
 
 
 def _sql_str(s: str) -> str:
@@ -83,15 +99,92 @@ def open_csv(con: duckdb.DuckDBPyConnection, path: Path, feed: Feed, work_dir: P
             p.unlink(missing_ok=True)
 
     columns = read_header(readable, feed.delimiter, feed.quote)
-    scan, release = _scan(con, readable, columns, feed, replaced, cleanup, {"encoding": encoding}, None)
 
-    def widened() -> SourceScan:
+    def duckdb_scan() -> SourceScan:
+        scan, release = _scan(con, readable, columns, feed, replaced, cleanup, {"encoding": encoding}, None)
+
+        def widened() -> SourceScan:
+            release()
+            return _scan(con, readable, columns, feed, replaced, cleanup,
+                         {"encoding": encoding, "max_record_bytes": WIDE_LINE_SIZE}, WIDE_LINE_SIZE)[0]
+
+        scan.read_again = widened
+        return scan
+
+    if readable.stat().st_size >= ARROW_MIN_BYTES and _quote_free(readable, feed):
+        return _arrow_scan(con, readable, columns, feed, replaced, cleanup, {"encoding": encoding}, duckdb_scan)
+    return duckdb_scan()
+
+
+def _quote_free(path: Path, feed: Feed) -> bool:
+    """True when the file holds no quote character at all (and Arrow's reader takes the dialect)."""
+    if len(feed.delimiter) != 1 or len(feed.quote.encode()) != 1 or feed.delimiter in "\r\n":
+        return False
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        return mm.find(feed.quote.encode()) == -1  # memchr over the page cache: ~0.1 s per 600 MB
+
+
+def _lineage_schema(columns: list[str], value_type: pa.DataType) -> pa.Schema:
+    return pa.schema([pa.field(c, value_type) for c in columns] + [pa.field(SEQUENCE, pa.int64())]
+                     + [pa.field(streamed_column(c), pa.run_end_encoded(pa.int32(), pa.string()))
+                        for c in STREAMED_LINEAGE])
+
+
+def _numbered(batches, schema: pa.Schema, values: dict[str, str]):
+    """The batches with their record numbers (1..n in file order) and the file's lineage values."""
+    loaded = 0
+    for batch in batches:
+        n = batch.num_rows
+        constants = [pa.RunEndEncodedArray.from_arrays(pa.array([n], pa.int32()), pa.array([values.get(c)], pa.string()))
+                     for c in STREAMED_LINEAGE]
+        yield pa.RecordBatch.from_arrays(
+            batch.columns + [pa.array(np.arange(loaded + 1, loaded + 1 + n))] + constants, schema=schema)
+        loaded += n
+
+
+def _arrow_scan(con: duckdb.DuckDBPyConnection, readable: Path, columns: list[str], feed: Feed, replaced: int,
+                cleanup, notes: dict, duckdb_scan: Callable[[], SourceScan]) -> SourceScan:
+    """A quote-free file through Arrow's streaming CSV reader, which gives up at the first record it
+    cannot take as is; the ingest then reads the file with ``duckdb_scan``."""
+    name = f"_hl_csv_{next(_scan_ids)}"
+    schema = _lineage_schema(columns, pa.string())
+    values: dict[str, str] = {}
+    gave_up: list[str] = []
+
+    def batches():
+        try:
+            reader = pa_csv.open_csv(
+                readable,
+                read_options=pa_csv.ReadOptions(column_names=columns, skip_rows=1, block_size=ARROW_BLOCK_BYTES),
+                # as DuckDB's dialect for a file without quotes: empty lines skipped, an empty field NULL
+                parse_options=pa_csv.ParseOptions(delimiter=feed.delimiter, quote_char=False,
+                                                  ignore_empty_lines=True),
+                convert_options=pa_csv.ConvertOptions(column_types={c: pa.string() for c in columns},
+                                                      strings_can_be_null=True, null_values=[""]))
+            yield from reader
+        except (pa.ArrowInvalid, pa.ArrowException, OSError) as e:
+            gave_up.append(f"{type(e).__name__}: {e}")
+            raise
+
+    con.register(name, pa.RecordBatchReader.from_batches(schema, _numbered(batches(), schema, values)))
+
+    def read_again() -> SourceScan:
         release()
-        return _scan(con, readable, columns, feed, replaced, cleanup,
-                     {"encoding": encoding, "max_record_bytes": WIDE_LINE_SIZE}, WIDE_LINE_SIZE)[0]
+        return duckdb_scan()
 
-    scan.widened = widened
-    return scan
+    def release():
+        try:
+            con.unregister(name)
+        except duckdb.Error:
+            pass
+
+    def close():
+        release()
+        cleanup()
+
+    return SourceScan(columns=columns, from_sql=name, replaced_bytes=replaced, cleanup=close,
+                      notes=dict(notes, parser="arrow"), sequence_column=SEQUENCE, lineage_values=values,
+                      read_again=read_again, gave_up=lambda: gave_up[0] if gave_up else None)
 
 
 _parser_db: tuple[int, duckdb.DuckDBPyConnection] | None = None
@@ -126,24 +219,14 @@ def _scan(con: duckdb.DuckDBPyConnection, readable: Path, columns: list[str], fe
     )
     parser = _parser()
     name = f"_hl_csv_{next(_scan_ids)}"
-    schema = pa.schema([pa.field(c, pa.string_view()) for c in columns] + [pa.field(SEQUENCE, pa.int64())]
-                       + [pa.field(streamed_column(c), pa.run_end_encoded(pa.int32(), pa.string()))
-                          for c in STREAMED_LINEAGE])
+    schema = _lineage_schema(columns, pa.string_view())
     values: dict[str, str] = {}
-
-    def numbered():
-        loaded = 0
-        for batch in parser.execute(read_sql).to_arrow_reader(BATCH_ROWS):
-            n = batch.num_rows
-            constants = [pa.RunEndEncodedArray.from_arrays(pa.array([n], pa.int32()), pa.array([values.get(c)], pa.string()))
-                         for c in STREAMED_LINEAGE]
-            yield pa.RecordBatch.from_arrays(
-                batch.columns + [pa.array(np.arange(loaded + 1, loaded + 1 + n))] + constants, schema=schema)
-            loaded += n
-
     # the lake's threads take the batches from this one stream in turn (each batch is then hashed and
     # encoded in parallel)
-    con.register(name, pa.RecordBatchReader.from_batches(schema, numbered()))
+    def batches():  # the query starts when the lake's INSERT reads the first batch
+        yield from parser.execute(read_sql).to_arrow_reader(BATCH_ROWS)
+
+    con.register(name, pa.RecordBatchReader.from_batches(schema, _numbered(batches(), schema, values)))
 
     def rejects(_con: duckdb.DuckDBPyConnection) -> list[Reject]:
         rows = parser.execute(
@@ -166,4 +249,5 @@ def _scan(con: duckdb.DuckDBPyConnection, readable: Path, columns: list[str], fe
         cleanup()
 
     return SourceScan(columns=columns, from_sql=name, rejects=rejects, replaced_bytes=replaced,
-                      cleanup=close, notes=notes, sequence_column=SEQUENCE, lineage_values=values), release
+                      cleanup=close, notes=dict(notes, parser="duckdb"), sequence_column=SEQUENCE,
+                      lineage_values=values), release

@@ -178,15 +178,18 @@ def ingest_file(con: duckdb.DuckDBPyConnection, registry: Registry, path: Path, 
             _load_multi(con, scan, feed, batch, result, started)
         else:
             scan = get_reader(feed.format)(con, path, feed, s.root / "work")
-            try:
-                _load_single(con, scan, feed, ds, batch, result, started)
-            except _RecordTooLong:
-                if group is not None:
-                    raise
-                con.execute("ROLLBACK")
-                con.execute("BEGIN")
-                scan = scan.widened()   # same file, larger record limit (one file in many: read twice)
-                _load_single(con, scan, feed, ds, batch, result, started)
+            while True:
+                try:
+                    _load_single(con, scan, feed, ds, batch, result, started)
+                    break
+                except _ReadAgain as again:
+                    if group is not None:
+                        raise
+                    log.info("%s: read again (%s)", rel, again)
+                    con.execute("ROLLBACK")
+                    con.execute("BEGIN")
+                    # same file, another parser or a larger record limit (one file in many: read twice)
+                    scan = scan.read_again()
             result.status, result.notes = "loaded", dict(scan.notes)
             result.rows_read, result.rows_loaded, result.rows_rejected = batch["rows_read"], batch["rows_loaded"], batch["rows_rejected"]
         scan.cleanup()  # inside the transaction: releasing a registered scan then costs no catalog read
@@ -269,8 +272,9 @@ def _ingest_group(con: duckdb.DuckDBPyConnection, registry: Registry, paths: lis
     return [ingest_file(con, registry, p, s) for p in paths]
 
 
-class _RecordTooLong(Exception):
-    """A record exceeded the scan's record limit and the reader offers a wider scan."""
+class _ReadAgain(Exception):
+    """The scan could not load the file (its parser gave up, or a record exceeded its record limit)
+    and the reader offers another scan of it (``SourceScan.read_again``)."""
 
 
 def _load_single(con, scan: SourceScan, feed, ds, batch: dict, result: BatchResult, started: datetime) -> None:
@@ -300,15 +304,17 @@ def _load_single(con, scan: SourceScan, feed, ds, batch: dict, result: BatchResu
             f"INSERT INTO {table} ({', '.join(_q(c) for c in cols)}) "
             f"SELECT {', '.join(_q(e) for e in elements)}, {lineage_sql}, __ord, ?::TIMESTAMPTZ, {hash_expr} "
             f"FROM (SELECT {ordinal} AS __ord, {select} FROM {scan.from_sql})", params).fetchone()[0]
-    except duckdb.InvalidInputException as e:
+    except Exception as e:
+        if scan.read_again is not None and scan.gave_up() is not None:
+            raise _ReadAgain(scan.gave_up()) from e
         # DuckDB 1.5 cuts an over-long record at the limit, possibly inside a UTF-8 character, and
         # then fails storing it as a reject: read the file again with the wider limit
-        if scan.widened is not None and "Invalid unicode" in str(e):
-            raise _RecordTooLong() from e
+        if scan.read_again is not None and isinstance(e, duckdb.InvalidInputException) and "Invalid unicode" in str(e):
+            raise _ReadAgain("a record over the record limit") from e
         raise
     rejects = scan.rejects(con)
-    if scan.widened is not None and any(r.error_type == "LINE SIZE OVER MAXIMUM" for r in rejects):
-        raise _RecordTooLong()
+    if scan.read_again is not None and any(r.error_type == "LINE SIZE OVER MAXIMUM" for r in rejects):
+        raise _ReadAgain("a record over the record limit")
     if rejects and not scan.ordinal_column:
         gaps = [(r - j,) for j, r in enumerate(sorted({x.source_row for x in rejects}), start=1)]
         con.execute("CREATE OR REPLACE TEMP TABLE _reject_gaps (t BIGINT)")

@@ -52,6 +52,8 @@ class SourceScan:
     # before it reads the scan: a streamed scan hands them over as run-end encoded Arrow arrays, which the
     # lake writes with less work than SQL constants (3M rows, one thread: 0.57 -> 0.36 s of CPU).
     lineage_values: dict[str, str] | None = None
-    # The same scan with a larger record limit, for a file where a record exceeded the default one
-    # (error type LINE SIZE OVER MAXIMUM): the ingest rolls back and reads the file again with it.
-    widened: Callable[[], "SourceScan"] | None = None
+    # Another scan of the same file, for when this one cannot load it: the ingest rolls back and reads
+    # the file again with it. A scan whose parser gave up (``gave_up()`` returns why) needs it, and so
+    # does a record over the scan's record limit (error type LINE SIZE OVER MAXIMUM).
+    read_again: Callable[[], "SourceScan"] | None = None
+    gave_up: Callable[[], str | None] = lambda: None
