@@ -299,11 +299,13 @@ def _load_single(con, scan: SourceScan, feed, ds, batch: dict, result: BatchResu
         lineage_sql, params = ", ".join(_q(c) for c in lineage), [started]
     else:
         lineage_sql, params = ", ".join("?" for _ in lineage), [*lineage.values(), started]
+    insert = (f"INSERT INTO {table} ({', '.join(_q(c) for c in cols)}) "
+              f"SELECT {', '.join(_q(e) for e in elements)}, {lineage_sql}, __ord, ?::TIMESTAMPTZ, {hash_expr} "
+              f"FROM (SELECT {ordinal} AS __ord, {select} FROM {scan.from_sql})")
     try:
-        inserted = con.execute(
-            f"INSERT INTO {table} ({', '.join(_q(c) for c in cols)}) "
-            f"SELECT {', '.join(_q(e) for e in elements)}, {lineage_sql}, __ord, ?::TIMESTAMPTZ, {hash_expr} "
-            f"FROM (SELECT {ordinal} AS __ord, {select} FROM {scan.from_sql})", params).fetchone()[0]
+        inserted = con.execute(insert, params).fetchone()[0]
+        while scan.next_part():
+            inserted += con.execute(insert, params).fetchone()[0]
     except Exception as e:
         if scan.read_again is not None and scan.gave_up() is not None:
             raise _ReadAgain(scan.gave_up()) from e

@@ -52,6 +52,9 @@ class SourceScan:
     # before it reads the scan: a streamed scan hands them over as run-end encoded Arrow arrays, which the
     # lake writes with less work than SQL constants (3M rows, one thread: 0.57 -> 0.36 s of CPU).
     lineage_values: dict[str, str] | None = None
+    # A scan read in parts, one INSERT each (``from_sql`` then names the current part): registers the
+    # next part and returns True, or returns False when the scan is read whole.
+    next_part: Callable[[], bool] = lambda: False
     # Another scan of the same file, for when this one cannot load it: the ingest rolls back and reads
     # the file again with it. A scan whose parser gave up (``gave_up()`` returns why) needs it, and so
     # does a record over the scan's record limit (error type LINE SIZE OVER MAXIMUM).

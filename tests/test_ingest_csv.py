@@ -334,3 +334,31 @@ def test_a_group_whose_file_arrow_gives_up_on_is_loaded_file_by_file(lake_env, a
         "H1/dict_dept/c.csv": ("loaded", 1, 0, "arrow")}
     assert query(s, "SELECT department_code FROM bronze.department ORDER BY 1") == [("01",), ("03",), ("04",)]
     assert query(s, "SELECT count(*) FROM ops.ingest_batch") == [(3,)]
+
+
+@pytest.mark.parametrize("parser", ["arrow", "duckdb"])
+def test_a_file_inserted_in_parts_is_numbered_and_accounted_as_one(lake_env, monkeypatch, parser):
+    # a large file goes into the lake in parts (one INSERT each, one transaction): here every batch is
+    # a part; the record numbers run on across them, around a rejected record (DuckDB's parser)
+    import ingest_adapters.delimited as delimited
+
+    monkeypatch.setattr(delimited, "PART_BYTES", 1)
+    monkeypatch.setattr(delimited, "ARROW_MIN_BYTES", 0)
+    monkeypatch.setattr(delimited, "ARROW_BLOCK_BYTES", 4096)
+    monkeypatch.setattr(delimited, "BATCH_ROWS", 100)
+    parts = []
+    next_part = delimited._Parts.next_part
+    monkeypatch.setattr(delimited._Parts, "next_part", lambda self: parts.append(next_part(self)) or parts[-1])
+    s = lake_env
+    write_registry(s, [inst("H1")])
+    lines = [f"{i:05d},科室{i},门诊" for i in range(1, 3001)]
+    if parser == "duckdb":
+        lines[1499] = '"01500",科室1500,门诊,多余'  # a quote (DuckDB's parser) and a ragged record
+    put(s, "H1", "d.csv", ("KSDM,KSMC,KSLB\n" + "\n".join(lines) + "\n").encode())
+    [r] = ingest_landing()
+    rejected = 1 if parser == "duckdb" else 0
+    assert (r.status, r.rows_read, r.rows_loaded, r.rows_rejected) == ("loaded", 3000, 3000 - rejected, rejected)
+    assert r.notes["parser"] == parser
+    rows = query(s, "SELECT department_code, _source_row FROM bronze.department ORDER BY _source_row")
+    assert rows == [(f"{i:05d}", i) for i in range(1, 3001) if not (rejected and i == 1500)]
+    assert len(parts) > 5 and all(parts[:-1]) and not parts[-1]
