@@ -37,6 +37,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from ingest_adapters.errors import UnreadableFileError
+from ingest_adapters.filescan import holds_double_quote
 from ingest_adapters.registry import Feed
 from ingest_adapters.scan import STREAMED_LINEAGE, Reject, SourceScan, streamed_column
 from ingest_adapters.transcode import transcode_to_utf8
@@ -123,6 +124,8 @@ def _quote_free(path: Path, feed: Feed) -> bool:
     """True when the file holds no quote character at all (and Arrow's reader takes the dialect)."""
     if len(feed.delimiter) != 1 or len(feed.quote.encode()) != 1 or feed.delimiter in "\r\n":
         return False
+    if feed.quote == '"' and (holds := holds_double_quote(path)) is not None:
+        return not holds  # seen while the ingest hashed the file
     quote, buf = feed.quote.encode(), bytearray(4 << 20)  # a reused buffer: no mapping of the file, no copies
     with open(path, "rb", buffering=0) as f:
         while n := f.readinto(buf):

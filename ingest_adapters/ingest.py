@@ -11,7 +11,6 @@ and never blocks the other files.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from healthlake.config import Settings, settings as load_settings
 from ingest_adapters.bookkeeping import (INDEX_TABLE, batch_states, cached_loaded, ensure_ops_tables,
                                           record_batch, sync_institutions)
 from ingest_adapters.errors import IngestError
+from ingest_adapters.filescan import sha256_file
 from ingest_adapters.multi import ORDINAL, MultiScan
 from ingest_adapters.readers import get_reader, is_multi_dataset
 from ingest_adapters.registry import Registry, load_registry
@@ -49,14 +49,6 @@ class BatchResult:
     error: str | None = None
     seconds: float = 0.0
     notes: dict = field(default_factory=dict)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def landing_files(landing: Path) -> Iterator[Path]:
