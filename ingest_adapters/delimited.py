@@ -14,8 +14,10 @@ COPY of the same file. Two parsers produce the batches:
 - A large file without a single quote character (most machine exports: a field is quoted only
   when it holds the delimiter, a quote or a newline) is parsed by Arrow's streaming CSV reader
   with quoting off. Without quotes a CSV record is a line split at the delimiter, so both
-  parsers read the same values; Arrow's reader hands them over as Arrow already, in parallel
-  (5M rows: 0.58× of a bare COPY through DuckDB's parser, 0.8–0.9× through Arrow's). It rejects
+  parsers read the same values. Arrow's reader parses on a thread of its own, ahead of the lake's
+  threads, into Arrow arrays the lake scans as they are; DuckDB's parser must export its vectors
+  to Arrow on the lake's threads (``bench ingest_csv``, 5M rows: 0.58× of a bare COPY through
+  DuckDB's parser, 0.70–0.76× through Arrow's, the file's sha256 included). It rejects
   nothing: at the first record it cannot read as is (a ragged line, invalid UTF-8, a record
   longer than its block) it gives up, and the ingest reads the file again with DuckDB's parser
   (``SourceScan.read_again``), which rejects that record with its reason and loads the rest.
@@ -55,7 +57,8 @@ ARROW_MIN_BYTES = 8 * 1024 * 1024
 ARROW_BLOCK_BYTES = 4 * 1024 * 1024  # a longer record makes Arrow's reader give up (DuckDB reads it)
 # The lake's INSERT keeps the Arrow batches it has read alive until the statement ends (its values point
 # into them): a file is inserted in parts of about this much Arrow data, one statement each, in the same
-# transaction. 18M rows (2.2 GB): peak RSS 1.86 GB in one statement, 0.84 GB in parts of 512 MB.
+# transaction. A 2.2 GB file (18M rows): the ingest's peak RSS 1.06 GB in parts of 512 MB; the same
+# batches in one INSERT statement alone: 1.86 GB.
 PART_BYTES = 512 * 1024 * 1024
 
 
