@@ -81,3 +81,25 @@ def test_a_model_that_does_not_parse_keeps_table_lineage_and_says_why(tmp_path):
     path.write_text(json.dumps(m), encoding="utf-8")
     fct = model_lineage(_lake(), path)[("emr", "fct_x")]
     assert fct.columns == {} and fct.error and fct.parents == ["reference.visit_type", "staging.stg_encounters"]
+
+
+def test_an_unpivot_source_keeps_its_lineage_without_sqlglot_warnings(caplog):
+    """sqlglot's scope analysis does not reach an UNPIVOT's source ("Unknown subquery scope",
+    logged with the whole subquery at WARNING: the demo printed six); the unpivoted columns' lineage
+    is still the base columns, and other sqlglot warnings still pass."""
+    import logging
+
+    from sqlglot.schema import MappingSchema
+
+    from catalog.lineage import column_lineage
+
+    schema = MappingSchema({"lake": {"s": {"t": {"a": "VARCHAR", "b": "VARCHAR", "k": "VARCHAR"}}}}, dialect="duckdb")
+    sql = ("WITH r AS (SELECT k, CAST(a AS VARCHAR) AS a, b FROM lake.s.t) "
+           "SELECT k, element, v FROM (UNPIVOT r ON a, b INTO NAME element VALUE v)")
+    with caplog.at_level(logging.DEBUG, logger="sqlglot"):
+        got = column_lineage(sql, schema)
+        logging.getLogger("sqlglot").warning("another sqlglot warning")
+    assert got["k"] == ["s.t.k"]
+    assert {"s.t.a", "s.t.b"} <= set(got["v"])
+    sqlglot_warnings = [r.getMessage() for r in caplog.records if r.name == "sqlglot" and r.levelno >= logging.WARNING]
+    assert sqlglot_warnings == ["another sqlglot warning"]
