@@ -6,8 +6,8 @@
     whose views are all unchanged (a view reads its inputs when queried, so new batches never
     require it to be re-created). Here the view's comment holds the md5 of its compiled SQL; a run
     whose compiled SQL has the same md5 as the existing view's comment leaves the view alone.
-    `--full-refresh`, a changed SQL, a missing view or a table in its place re-create it as dbt does
-    (the default materialization, then the comment). Only the root project's views: this overrides
+    `--full-refresh`, a changed SQL, a missing view or a table in its place re-create it, in one
+    transaction with its comment. Only the root project's views: this overrides
     the adapter's (duckdb) choice of dbt's default view materialization.
     The views' comments are read once per invocation (view_comments: one query instead of one per
     view, 41 × 15-30 ms): a view's comment changes only when its own model runs, once per run.
@@ -30,11 +30,35 @@
     {{ return({'relations': [this.incorporate(type='view')]}) }}
   {%- endif -%}
 
-  {%- set result = dbt.materialization_view_default() -%}
-  {% call statement('comment_view_sql_md5', auto_begin=False) -%}
-    comment on view {{ this }} is '{{ marker }}'
+  {#- Re-created in one transaction (one DuckLake commit): the old relation dropped, the view created
+      and its comment written. dbt's default took three (create under a temporary name and rename
+      it into place, drop the renamed old one, the comment), 0.1-0.3 s each in the demo. -#}
+  {%- set target_relation = this.incorporate(type='view') -%}
+  {%- set grant_config = config.get('grants') -%}
+  {{ run_hooks(pre_hooks, inside_transaction=False) }}
+  -- `BEGIN` happens here:
+  {{ run_hooks(pre_hooks, inside_transaction=True) }}
+  {% if existing_relation is not none %}
+    {% call statement('drop_replaced') -%}
+      drop {{ existing_relation.type }} if exists {{ existing_relation }}
+    {%- endcall %}
+    {% do adapter.cache_dropped(existing_relation) %}
+  {% endif %}
+  {% call statement('main') -%}
+    {{ get_create_view_as_sql(target_relation, sql) }}
   {%- endcall %}
-  {{ return(result) }}
+  {#- docs first: the marker is the view's comment -#}
+  {% do persist_docs(target_relation, model) %}
+  {% call statement('comment_view_sql_md5') -%}
+    comment on view {{ target_relation }} is '{{ marker }}'
+  {%- endcall %}
+  {% set should_revoke = should_revoke(existing_relation, full_refresh_mode=True) %}
+  {% do apply_grants(target_relation, grant_config, should_revoke=should_revoke) %}
+  {{ run_hooks(post_hooks, inside_transaction=True) }}
+  -- `COMMIT` happens here
+  {{ adapter.commit() }}
+  {{ run_hooks(post_hooks, inside_transaction=False) }}
+  {{ return({'relations': [target_relation]}) }}
 
 {% endmaterialization %}
 
