@@ -26,6 +26,8 @@ Every setting is an environment variable with a documented default, read when
 | HEALTHLAKE_DEMO_RESIDENTS | 3000                                      | residents of the demo city               |
 | HEALTHLAKE_DEMO_DAYS      | 3                                         | days of deliveries in the demo city      |
 | HEALTHLAKE_SEED           | 20261123                                  | seed of the demo city                    |
+| HEALTHLAKE_DUCKDB_THREADS | (DuckDB's: one per core)                  | threads of this process's DuckDB         |
+|                           |                                           | instances (`healthlake demo`: 1)         |
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class Settings:
     demo_residents: int
     demo_days: int
     seed: int
+    duckdb_threads: int | None = None
 
     @property
     def extension_dir(self) -> Path:
@@ -152,4 +155,5 @@ def settings() -> Settings:
         demo_residents=int(_env("HEALTHLAKE_DEMO_RESIDENTS", "3000")),
         demo_days=int(_env("HEALTHLAKE_DEMO_DAYS", "3")),
         seed=int(_env("HEALTHLAKE_SEED", "20261123")),
+        duckdb_threads=int(_env("HEALTHLAKE_DUCKDB_THREADS")) if _env("HEALTHLAKE_DUCKDB_THREADS") else None,
     )

@@ -50,11 +50,14 @@ def packaged_extensions() -> dict[str, Path]:
 
 
 def duckdb_config(s: Settings) -> dict:
-    return {
+    config = {
         "extension_directory": str(s.extension_dir),
         "autoinstall_known_extensions": False,
         "autoload_known_extensions": True,
     }
+    if s.duckdb_threads:  # HEALTHLAKE_DUCKDB_THREADS (healthlake demo: 1, see cmd_demo)
+        config["threads"] = s.duckdb_threads
+    return config
 
 
 def ensure_extensions(s: Settings | None = None) -> None:
@@ -188,7 +191,7 @@ def _catalog_identity(s: Settings) -> tuple[int, int] | None:
 
 def _instance_key(s: Settings, read_only: bool) -> tuple:
     return (os.getpid(), read_only, s.ducklake_uri, s.data_path, str(s.extension_dir), s3_secret_sql(s),
-            _catalog_identity(s))
+            _catalog_identity(s), s.duckdb_threads)
 
 
 def _shared_instance(s: Settings, read_only: bool) -> duckdb.DuckDBPyConnection:

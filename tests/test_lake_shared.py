@@ -63,3 +63,23 @@ def test_a_replaced_catalog_is_a_new_instance_not_the_old_files(lake_env):
     r = lake.connect(lake_env, read_only=True)
     assert r.execute("SELECT x FROM bronze.new").fetchall() == [(2,)]
     lake.release(r)
+
+
+def test_duckdb_threads_setting_applies_to_the_lake_instances(lake_env, monkeypatch):
+    """HEALTHLAKE_DUCKDB_THREADS (healthlake demo: 1) sets the threads of the process's DuckDB
+    instances; unset, DuckDB's default; a changed setting is an instance of its own."""
+    from healthlake.config import settings
+
+    default = lake.connect(lake_env)
+    n_default = default.execute("SELECT current_setting('threads')").fetchone()[0]
+    monkeypatch.setenv("HEALTHLAKE_DUCKDB_THREADS", "1")
+    one = settings()
+    assert one.duckdb_threads == 1 and lake.duckdb_config(one)["threads"] == 1
+    for read_only in (False, True):
+        con = lake.connect(one, read_only=read_only)
+        assert con.execute("SELECT current_setting('threads')").fetchone()[0] == 1
+        lake.release(con)
+    assert default.execute("SELECT current_setting('threads')").fetchone()[0] == n_default
+    monkeypatch.setenv("HEALTHLAKE_DUCKDB_THREADS", "")
+    assert settings().duckdb_threads is None and "threads" not in lake.duckdb_config(settings())
+    lake.release(default)
