@@ -3,7 +3,9 @@
     anything; dbt never creates them, so the ingest stays the one owner of their schema.
     It also reads the comments the lake's relations hold (persisted_comments, macros/persist_docs.sql)
     when incremental models are selected: here the catalog is loaded already (dbt's relation cache),
-    later in the run every schema change makes the first catalog-wide query load it again. -#}
+    later in the run every schema change makes the first catalog-wide query load it again. For the
+    same reason the quality gate's table (quality_gate_table_exists) is looked up in the list of
+    tables read here. -#}
 {% macro check_sources_exist() %}
     {%- if execute and flags.WHICH in ('build', 'run', 'test') -%}
         {%- set needed = [] -%}
@@ -19,6 +21,9 @@
             {%- set existing = run_query(
                 "select lower(schema_name || '.' || table_name) from duckdb_tables() where database_name = '"
                 ~ target.database ~ "'").columns[0].values() -%}
+            {#- The quality gate's table is looked up from this list too (quality_gate_table_exists):
+                later in the run, after a commit, duckdb_tables() loads the catalog again (0.7-1.2 s). -#}
+            {%- do graph.update({'__healthlake_quality_gate_table_exists': 'quality.batch_gate' in existing}) -%}
             {%- set missing = [] -%}
             {%- for uid in needed -%}
                 {%- set src = graph.sources[uid] -%}

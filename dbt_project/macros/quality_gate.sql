@@ -39,7 +39,9 @@
 {#- Asked once per dbt invocation (every staging model and every batch lookup asks): the answer is
     kept in the invocation's graph dict. duckdb_tables() loads the statistics of every table of the
     lake (0.6-0.9 s of CPU after each commit on a 100k-resident lake); duckdb_schemas() does not, so
-    a lake without a quality schema is answered by it alone. -#}
+    a lake without a quality schema is answered by it alone. A run that selects a source has the
+    answer already: on-run-start (check_sources_exist) reads every table's name before the first
+    commit and sets the same key. -#}
 {% macro quality_gate_table_exists() %}
     {%- set memo = '__healthlake_quality_gate_table_exists' -%}
     {%- if memo not in graph -%}
