@@ -199,7 +199,10 @@ def _sharing(schema: str, max_level: int) -> dict:
 def _table_counts(con, tables, types) -> dict[tuple[str, str], tuple[bool, list[tuple]]]:
     """(schema, table) → (by institution?, [(institution code or None, rows)]): rows per institution
     and the table's row count in one scan where it has an institution column (NULL: rows without a
-    code), else its row count; all tables in one transaction (see ``one_transaction``)."""
+    code), else its row count; all tables in one transaction (see ``one_transaction``). Inside
+    ``classification.views_materialized`` a view is counted from its temporary copy."""
+    from catalog.classification import relation
+
     out = {}
     with one_transaction(con):
         for schema, table in tables:
@@ -207,11 +210,11 @@ def _table_counts(con, tables, types) -> dict[tuple[str, str], tuple[bool, list[
             code_col = next((c for c in ("_institution_code", "institution_code") if c in cols), None)
             if code_col:
                 out[(schema, table)] = (True, con.execute(
-                    f"SELECT {_q(code_col)}, count(*) FROM lake.{_q(schema)}.{_q(table)} "
+                    f"SELECT {_q(code_col)}, count(*) FROM {relation(con, 'lake', schema, table)} "
                     f"GROUP BY 1 ORDER BY 1 NULLS LAST").fetchall())
             else:
                 out[(schema, table)] = (False, [(None, con.execute(
-                    f"SELECT count(*) FROM lake.{_q(schema)}.{_q(table)}").fetchone()[0])])
+                    f"SELECT count(*) FROM {relation(con, 'lake', schema, table)}").fetchone()[0])])
     return out
 
 

@@ -91,3 +91,28 @@ def test_portal_is_one_self_contained_page(city, entries):
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)  # nothing fetched from elsewhere
     data = re.search(r'<script type="application/json" id="directory">(.*?)</script>', html, re.S).group(1)
     assert len(json.loads(data)["entries"]) == len(entries)
+
+
+def test_views_read_from_their_copies_give_the_same_entries_and_findings(city):
+    """Inside views_materialized (the pipeline's catalog step) each view is computed once, into a
+    temporary copy read by the detectors' sample and the directory's counts: the same entries and
+    findings as reading the views, and no copy left behind."""
+    from catalog.classification import columns_cached, detect_misclassified, lake_views, views_materialized
+    from catalog.directory import build_entries
+    from healthlake.lake import connect, release
+
+    s = city.settings
+    con = connect(s, read_only=True)
+    try:
+        assert lake_views(con)  # the tiny city's lake has staging and intermediate views
+        with columns_cached(con):
+            plain = (detect_misclassified(con), build_entries(con, s))
+            with views_materialized(con):
+                copied = (detect_misclassified(con), build_entries(con, s))
+                assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary").fetchone()[0] == \
+                    len(lake_views(con))
+        assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary").fetchone()[0] == 0
+    finally:
+        release(con)
+    assert copied[0] == plain[0]
+    assert json.dumps(copied[1], sort_keys=True, default=str) == json.dumps(plain[1], sort_keys=True, default=str)

@@ -75,7 +75,7 @@ def build_catalog_asset(upstream: Sequence[dg.AssetKey]) -> dg.AssetsDefinition:
         name="catalog",
     )
     def catalog(context: dg.AssetExecutionContext):
-        from catalog.classification import columns_cached, detect_misclassified, unclassified_columns
+        from catalog.classification import columns_cached, detect_misclassified, unclassified_columns, views_materialized
         from catalog.directory import build_directory, directory_json_path
         from catalog.publish import publish_all
 
@@ -87,7 +87,9 @@ def build_catalog_asset(upstream: Sequence[dg.AssetKey]) -> dg.AssetsDefinition:
             # the mart checks of this run may store their results after this step: the directory
             # lists the results table (and classifies it) from the first run on
             ensure_result_table(con)
-            with columns_cached(con):  # the lake's columns read once, not by each of the three
+            # the lake's columns read once, not by each of the three; each view computed once, not
+            # for the detectors' sample and again for the directory's counts
+            with columns_cached(con), views_materialized(con):
                 unclassified = unclassified_columns(con)
                 findings = detect_misclassified(con)
                 entries = build_directory(con, s)
