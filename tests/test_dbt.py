@@ -595,6 +595,40 @@ def test_views_are_recreated_only_when_their_sql_changed(built_lake):
     assert len(comments) == 2 and all(c.startswith("dbt-sql-md5:") for _, c in comments), comments
 
 
+def test_each_model_is_rebuilt_in_one_commit(built_lake):
+    """A rebuilt view, table and incremental model each write one DuckLake snapshot (macros/one_commit.sql,
+    view_unchanged.sql: the old relation dropped and the new one put in place, comments included, in
+    the model's transaction), leave no temporary or backup relation behind and keep their comments."""
+    def lake_state():
+        c = lake.connect(read_only=True)
+        try:
+            return (c.execute("SELECT max(snapshot_id) FROM lake.snapshots()").fetchone()[0],
+                    c.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = 'lake' UNION ALL "
+                              "SELECT view_name FROM duckdb_views() WHERE database_name = 'lake'").fetchall(),
+                    c.execute("SELECT table_name, comment FROM duckdb_tables() WHERE database_name = 'lake' "
+                              "AND table_name IN ('dim_institution', 'fct_diagnosis') UNION ALL "
+                              "SELECT view_name, comment FROM duckdb_views() WHERE database_name = 'lake' "
+                              "AND view_name = 'stg_bronze__persons' ORDER BY 1").fetchall(),
+                    c.execute("SELECT count(*) FROM resource.dim_institution").fetchone()[0]
+                    + c.execute("SELECT count(*) FROM emr.fct_diagnosis").fetchone()[0])
+        finally:
+            c.close()
+
+    before, _, comments_before, rows_before = lake_state()
+    result = run_dbt("run", "--full-refresh", "--select", "stg_bronze__persons", "dim_institution", "fct_diagnosis")
+    assert result.returncode == 0, result.stdout[-3000:]
+    _, relations, comments, rows_after = lake_state()
+    c = lake.connect(read_only=True)
+    try:
+        new_snapshots = c.execute("SELECT count(*) FROM lake.snapshots() WHERE snapshot_id > ?", [before]).fetchone()[0]
+    finally:
+        c.close()
+    assert new_snapshots == 3
+    assert not [r for (r,) in relations if r.endswith(("__dbt_tmp", "__dbt_backup"))], relations
+    assert comments == comments_before and all(c for _, c in comments), comments
+    assert rows_after == rows_before
+
+
 def _insert_bronze(con, dataset: str, batch: str, inst: str, at: datetime, rows_: list[dict]) -> None:
     elements = get_dataset(dataset).element_names
     cols = elements + ["_institution_code", "_feed", "_batch_id", "_source_file", "_source_row", "_ingested_at",
