@@ -24,7 +24,8 @@ read), the seeds are loaded, then
          staging model with new batches read once, unpivoted; unmapped_code and IND12 sum its
          per-batch counts); views whose SQL did not change are left alone
          (macros/view_unchanged.sql), and so are the comments of the incremental models
-         (macros/persist_docs.sql); the other tables rebuild.
+         (macros/persist_docs.sql); the other tables rebuild. Every model that writes does so in
+         one DuckLake commit (macros/one_commit.sql), in the full rebuild too.
 
 Printed: full and delta wall and CPU time (user + sys of dbt: wall times are inflated on a shared
 machine), each split into views, tables, incremental models (dbt's per-model timing) and the time
