@@ -122,6 +122,9 @@ def render_page(outcome) -> str:
 
     if _VIEW is None:
         _VIEW = DefaultJinjaPageView()
+        # GX's templates are package files that do not change while the process runs: no stat of
+        # every template file at each of the ~50 template look-ups of a page (Jinja's auto_reload)
+        _VIEW.env.auto_reload = False
     return _VIEW.render(ValidationResultsPageRenderer().render(outcome))
 
 
