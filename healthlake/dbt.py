@@ -27,6 +27,9 @@ def dbt_env(s: Settings | None = None) -> dict[str, str]:
         "DBT_LOG_PATH": str(s.dbt_target_dir / "logs"),
         "HEALTHLAKE_PERSON_KEY_SECRET": os.environ.get("HEALTHLAKE_PERSON_KEY_SECRET", DEFAULT_PERSON_KEY_SECRET),
         "DBT_PROFILES_DIR": str(DBT_PROJECT_DIR),
+        # dbt's DuckDB threads: HEALTHLAKE_DUCKDB_THREADS like the lake's other instances (the demo
+        # sets 1), else DuckDB's default of one per core.
+        "HEALTHLAKE_DBT_DUCKDB_THREADS": str(s.duckdb_threads or os.cpu_count() or 1),
     }
 
 
