@@ -162,8 +162,10 @@ def _fingerprint(*parts) -> str:
 
 
 def write_data_docs(outcome, table: str, run_id: str, run_at: datetime | None = None,
-                    settings: Settings | None = None, rule_names: dict[str, str] | None = None) -> Path:
-    """Render one GX validation result (``ExpectationSuiteValidationResult``) to a self-contained page."""
+                    settings: Settings | None = None, rule_names: dict[str, str] | None = None,
+                    index: bool = True) -> Path:
+    """Render one GX validation result (``ExpectationSuiteValidationResult``) to a self-contained page.
+    ``index=False``: the caller rewrites ``index.html`` once after its pages (``write_docs_index``)."""
     s = settings or load_settings()
     run_at = run_at or datetime.now(timezone.utc)
     stats = dict(getattr(outcome, "statistics", {}) or {})
@@ -175,7 +177,8 @@ def write_data_docs(outcome, table: str, run_id: str, run_at: datetime | None = 
             "evaluated": stats.get("evaluated_expectations"), "successful": stats.get("successful_expectations"),
             "unsuccessful": stats.get("unsuccessful_expectations"), "page": f"{_safe(table)}/{path.name}"}
     _write_page(page, path, meta, s.data_docs_keep)
-    write_docs_index(s)
+    if index:
+        write_docs_index(s)
     return path
 
 

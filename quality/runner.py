@@ -166,7 +166,7 @@ def _interpret(table: str, rule: Rule, gx_result, row_count: int) -> RuleResult:
 
 def run_table_rules(table: str, rules: str | Path | RuleFile | Iterable[Rule | Mapping[str, Any]],
                     settings: Settings | None = None, context=None, *, docs_run_id: str | None = None,
-                    lake_con=None, refresh_reference: bool = True) -> list[RuleResult]:
+                    lake_con=None, refresh_reference: bool = True, docs_index: bool = True) -> list[RuleResult]:
     """Evaluate ``rules`` on lake table ``table`` ('<schema>.<table>'); one RuleResult per rule, in order.
 
     ``rules`` is a rules file path, a loaded RuleFile, or a list of Rule objects / rule dicts. All
@@ -176,7 +176,8 @@ def run_table_rules(table: str, rules: str | Path | RuleFile | Iterable[Rule | M
     ``quality.data_docs``) under that run id. ``lake_con``: an open lake connection (read-only is
     enough with ``refresh_reference=False``) that GX's connections are cursors of, instead of new
     connections: several tables in a row share one. ``refresh_reference=False``: the caller already
-    refreshed the reference tables in this run.
+    refreshed the reference tables in this run. ``docs_index=False``: the Data Docs index is left
+    to the caller (several tables in a row: written once after them).
     """
     import great_expectations as gx
 
@@ -216,7 +217,7 @@ def run_table_rules(table: str, rules: str | Path | RuleFile | Iterable[Rule | M
                 try:
                     from quality.data_docs import write_data_docs
 
-                    write_data_docs(outcome, table, docs_run_id, settings=settings)
+                    write_data_docs(outcome, table, docs_run_id, settings=settings, index=docs_index)
                 except Exception as e:  # noqa: BLE001 - the docs are a view of the result, never its cause
                     log.warning("quality: could not write the Data Docs of %s: %s", table, _short(e))
     except Exception as e:  # the table is missing or unreadable: every rule is ERROR

@@ -242,6 +242,25 @@ def test_every_validation_gets_self_contained_data_docs(lake):
     assert "emr.fct_encounter/run-docs-1.html" in index and not EXTERNAL_URL.search(index)
 
 
+def test_the_mart_checks_write_the_data_docs_index_once_after_their_pages(lake, monkeypatch):
+    """evaluate_marts (the pipeline's mart checks) writes every mart's page, then the index once:
+    it lists them all."""
+    import quality.data_docs as data_docs
+    from pipelines.defs.quality.checks import evaluate_marts
+    from quality.catalogue import load_rules_file
+
+    written = []
+    real = data_docs.write_docs_index
+    monkeypatch.setattr(data_docs, "write_docs_index", lambda s=None: written.append(1) or real(s))
+    files = [load_rules_file(RULES_DIR / f"{t}.yaml") for t in ("emr.fct_encounter", "resource.dim_practitioner")]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HEALTHLAKE_ROOT", str(lake.root))
+        by_file = evaluate_marts(files, lake, "run-index-once")
+    assert [len(r) for _, r in by_file] == [12, 4] and len(written) == 1
+    index = (data_docs.data_docs_dir(lake) / "index.html").read_text(encoding="utf-8")
+    assert "emr.fct_encounter/run-index-once.html" in index and "resource.dim_practitioner/run-index-once.html" in index
+
+
 def test_data_docs_keep_the_newest_pages_per_table(lake, monkeypatch):
     from datetime import datetime, timedelta, timezone
 

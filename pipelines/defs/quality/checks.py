@@ -74,6 +74,7 @@ def evaluate_marts(files: list[RuleFile], s, run_id: str) -> list[tuple[RuleFile
     tables refreshed once, the results stored in one statement), and every GX connection is a
     cursor of one read-only connection; one GX context."""
     from healthlake.lake import connect, release
+    from quality.data_docs import write_docs_index
     from quality.gx_duckdb import get_context
     from quality.runner import _ensure_reference
 
@@ -83,10 +84,18 @@ def evaluate_marts(files: list[RuleFile], s, run_id: str) -> list[tuple[RuleFile
         _ensure_reference(s, con)
         reader = connect(s, read_only=True)
         try:
+            # the Data Docs index (every page's sidecar read) written once after the pages, not per mart
             by_file = [(f, run_table_rules(f.table, f, settings=s, context=gx_context, docs_run_id=run_id,
-                                           lake_con=reader, refresh_reference=False)) for f in files]
+                                           lake_con=reader, refresh_reference=False, docs_index=False))
+                       for f in files]
         finally:
             release(reader)
+        try:
+            write_docs_index(s)
+        except Exception as e:  # noqa: BLE001 - the docs are a view of the results, never their cause
+            import logging
+
+            logging.getLogger(__name__).warning("quality: could not write the Data Docs index: %s", e)
         store_results([r for _, results in by_file for r in results], run_id, datetime.now(timezone.utc),
                       settings=s, con=con)
     finally:
