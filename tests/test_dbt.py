@@ -840,3 +840,18 @@ def test_large_facts_build_incrementally_by_batch_and_equal_a_full_refresh(built
     assert result.returncode == 0, result.stdout[-4000:]
     full, _ = snapshot()
     assert incremental == full
+
+
+def test_dbt_duckdb_threads_follow_the_lake_setting(built_lake, monkeypatch):
+    """dbt's DuckDB takes HEALTHLAKE_DUCKDB_THREADS like the lake's other instances (the demo sets 1:
+    on its small tables a query's parallel start-up costs more than it saves), else one per core."""
+    def dbt_threads():
+        result = run_dbt("-q", "show", "--inline", "select current_setting('threads') as threads", "--output", "json")
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        return json.loads(result.stdout)["show"][0]["threads"]
+
+    monkeypatch.setenv("HEALTHLAKE_DUCKDB_THREADS", "1")
+    assert dbt_env()["HEALTHLAKE_DBT_DUCKDB_THREADS"] == "1"
+    assert dbt_threads() == 1
+    monkeypatch.delenv("HEALTHLAKE_DUCKDB_THREADS")
+    assert dbt_threads() == (os.cpu_count() or 1)
