@@ -57,13 +57,19 @@
 {#- The new relation, built under intermediate_relation, takes the place of existing_relation (none
     on a first build) in the open transaction: drop the old, rename the new. -#}
 {% macro replace_in_transaction(existing_relation, intermediate_relation, target_relation) -%}
+  {{ drop_replaced(existing_relation) }}
+  {{ adapter.rename_relation(intermediate_relation, target_relation) }}
+{%- endmacro %}
+
+
+{#- The relation a model replaces (none on a first build), dropped in the open transaction. -#}
+{% macro drop_replaced(existing_relation) -%}
   {% if existing_relation is not none %}
     {% call statement('drop_replaced') -%}
       drop {{ existing_relation.type }} if exists {{ existing_relation }}
     {%- endcall %}
     {% do adapter.cache_dropped(existing_relation) %}
   {% endif %}
-  {{ adapter.rename_relation(intermediate_relation, target_relation) }}
 {%- endmacro %}
 
 

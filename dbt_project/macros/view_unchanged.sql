@@ -38,12 +38,7 @@
   {{ run_hooks(pre_hooks, inside_transaction=False) }}
   -- `BEGIN` happens here:
   {{ run_hooks(pre_hooks, inside_transaction=True) }}
-  {% if existing_relation is not none %}
-    {% call statement('drop_replaced') -%}
-      drop {{ existing_relation.type }} if exists {{ existing_relation }}
-    {%- endcall %}
-    {% do adapter.cache_dropped(existing_relation) %}
-  {% endif %}
+  {{ drop_replaced(existing_relation) }}
   {% call statement('main') -%}
     {{ get_create_view_as_sql(target_relation, sql) }}
   {%- endcall %}
