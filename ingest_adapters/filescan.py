@@ -9,6 +9,7 @@ import hashlib
 import os
 from collections import OrderedDict
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 CHUNK = 4 * 1024 * 1024
 _QUOTE = b'"'
@@ -20,15 +21,20 @@ def _identity(path: Path, st: os.stat_result) -> tuple:
     return (str(Path(path).resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
+def _chunks(f: BinaryIO) -> Iterator[tuple[bytearray, int]]:
+    """The file's bytes in one reused buffer (no mapping of the file, no copies): (buffer, bytes in it)."""
+    buf = bytearray(CHUNK)
+    while n := f.readinto(buf):
+        yield buf, n
+
+
 def sha256_file(path: Path) -> str:
     """The file's sha256 (hex); notes on the way whether it holds a double quote."""
     h, quote = hashlib.sha256(), False
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
     with open(path, "rb", buffering=0) as f:
         st = os.fstat(f.fileno())
-        while n := f.readinto(buf):
-            h.update(view[:n])
+        for buf, n in _chunks(f):
+            h.update(memoryview(buf)[:n])
             quote = quote or buf.find(_QUOTE, 0, n) >= 0
     _holds_quote[_identity(path, st)] = quote
     while len(_holds_quote) > _REMEMBERED:
@@ -36,9 +42,15 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def holds_double_quote(path: Path) -> bool | None:
-    """Whether the file holds a double quote, if it was hashed as it is now; None if unknown."""
-    try:
-        return _holds_quote.get(_identity(path, os.stat(path)))
-    except OSError:
-        return None
+def holds_byte(path: Path, byte: bytes) -> bool:
+    """Whether the file holds ``byte``: for a double quote, as noted when the file (as it is now) was
+    hashed; otherwise read until the first one."""
+    if byte == _QUOTE:
+        try:
+            known = _holds_quote.get(_identity(path, os.stat(path)))
+        except OSError:
+            known = None
+        if known is not None:
+            return known
+    with open(path, "rb", buffering=0) as f:
+        return any(buf.find(byte, 0, n) >= 0 for buf, n in _chunks(f))

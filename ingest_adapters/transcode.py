@@ -25,8 +25,11 @@ from pathlib import Path
 REPLACEMENT = "\ufffd"
 CHUNK = 4 * 1024 * 1024
 PARALLEL_BYTES = 32 * 1024 * 1024  # a smaller file is transcoded in one part
-# encodings in which a 0x0A byte is always a newline (not UTF-16/32, not ISO-2022)
+# encodings in which a 0x0A byte is always a newline (not UTF-16/32, not ISO-2022): their multi-byte
+# characters use bytes from 0x30 up only (GB18030's four-byte ones 0x30-0x39 in second and fourth place)
 SPLITTABLE = {"gb18030", "gbk", "gb2312"}
+# codec names in which every byte below 0x30 (newline, quotes, tab, comma) is that ASCII character
+ASCII_BELOW_0X30_KEPT = frozenset({"utf-8", "utf-8-sig", *SPLITTABLE})
 
 # Error handlers are registered globally by name; the counter is per thread.
 _local = threading.local()

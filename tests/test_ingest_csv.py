@@ -322,6 +322,25 @@ def test_a_file_with_quotes_is_read_by_duckdb(lake_env, arrow_for_every_size):
     assert query(s, "SELECT department_name FROM bronze.department") == [("a, b",)]
 
 
+def test_a_gb18030_file_answers_for_its_utf8_copy(lake_env, arrow_for_every_size, monkeypatch):
+    # bytes below 0x30 are never inside a GB18030 character: the delivered file's quote scan (noted
+    # while the ingest hashed it) decides, not a second pass over its UTF-8 copy
+    import ingest_adapters.delimited as delimited
+
+    asked = []
+    holds_byte = delimited.holds_byte
+    monkeypatch.setattr(delimited, "holds_byte", lambda p, b: asked.append(p.name) or holds_byte(p, b))
+    s = lake_env
+    write_registry(s, [inst("H1", encoding="gb18030")])
+    put(s, "H1", "a.csv", "KSDM,KSMC,KSLB\n01,内科,门诊\n".encode("gb18030"))
+    put(s, "H1", "b.csv", 'KSDM,KSMC,KSLB\n02,"外科, 一病区",住院\n'.encode("gb18030"))
+    results = {r.source_file: r for r in ingest_landing()}
+    assert {k: r.notes["parser"] for k, r in results.items()} == {"H1/dict_dept/a.csv": "arrow",
+                                                                 "H1/dict_dept/b.csv": "duckdb"}
+    assert sorted(asked) == ["a.csv", "b.csv"]
+    assert query(s, "SELECT department_name FROM bronze.department ORDER BY 1") == [("内科",), ("外科, 一病区",)]
+
+
 def test_a_group_whose_file_arrow_gives_up_on_is_loaded_file_by_file(lake_env, arrow_for_every_size):
     s = lake_env
     write_registry(s, [inst("H1")])
