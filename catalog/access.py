@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import yaml
+from healthlake.yamlfile import read_yaml
 
 __all__ = ["Role", "AccessError", "roles", "get_role", "ROLES_FILE"]
 
@@ -33,7 +33,7 @@ class Role:
 
 @lru_cache(maxsize=4)
 def roles(path: str = str(ROLES_FILE)) -> dict[str, Role]:
-    raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    raw = read_yaml(path) or {}
     out = {}
     for name, r in (raw.get("roles") or {}).items():
         clearance = r.get("clearance")

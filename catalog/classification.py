@@ -53,10 +53,10 @@ from functools import lru_cache
 from pathlib import Path
 
 import duckdb
-import yaml
 
 from catalog.standard import CATEGORIES, LINEAGE_COLUMNS, datasets
 from healthlake.lake import one_transaction
+from healthlake.yamlfile import read_yaml
 from synthetic.gb11643 import is_valid as is_valid_id_number
 
 __all__ = ["ColumnClass", "Finding", "ClassificationError", "KINDS", "classify", "classify_table",
@@ -111,7 +111,7 @@ class ColumnClass:
 # ------------------------------------------------------------------ overrides
 @lru_cache(maxsize=4)
 def _overrides(path: str = str(OVERRIDES_FILE)) -> tuple[dict, list]:
-    raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    raw = read_yaml(path) or {}
     exact, patterns = {}, []
     for key, entry in (raw.get("columns") or {}).items():
         if not isinstance(entry, dict):

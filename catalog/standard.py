@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-import yaml
+from healthlake.yamlfile import read_yaml
 
 STANDARD_FILE = Path(__file__).with_name("standard_datasets.yaml")
 
@@ -83,7 +83,7 @@ def _suggest(name: str, options) -> str:
 
 @lru_cache(maxsize=1)
 def datasets() -> dict[str, Dataset]:
-    raw = yaml.safe_load(STANDARD_FILE.read_text(encoding="utf-8"))["datasets"]
+    raw = read_yaml(STANDARD_FILE)["datasets"]
     out = {}
     for name, d in raw.items():
         elements = []

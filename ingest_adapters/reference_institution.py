@@ -245,17 +245,16 @@ def source_counts(reference: Path) -> dict[str, dict]:
 
 def add_to_registry(registry_path: Path, reference: Path) -> bool:
     """Add (or refresh) the reference institution in a registry YAML; True when it changed."""
-    import yaml
+    from healthlake.yamlfile import dump_yaml, read_yaml
 
     path = Path(registry_path)
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    data = read_yaml(path) or {}
     entry = reference_institution(reference)
     institutions = [i for i in data.get("institutions") or [] if str(i.get("code")) != CODE]
     before = [i for i in data.get("institutions") or [] if str(i.get("code")) == CODE]
     if before == [entry]:
         return False
     data["institutions"] = institutions + [entry]
-    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-    path.write_text(yaml.dump(data, Dumper=dumper, allow_unicode=True, sort_keys=False, width=120),
+    path.write_text(dump_yaml(data, width=120),
                     encoding="utf-8", newline="\n")
     return True

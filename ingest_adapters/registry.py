@@ -20,9 +20,8 @@ import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from catalog.standard import StandardError, get_dataset
+from healthlake.yamlfile import YAMLError, read_yaml
 from ingest_adapters.errors import RegistryError
 
 INSTITUTION_KINDS = ("hospital", "maternal_child", "township_health_centre", "community_health_centre", "cdc", "other")
@@ -222,7 +221,7 @@ def load_registry(path: Path) -> Registry:
     if not path.exists():
         raise RegistryError(f"no feed registry at {path}: generate a city (`healthlake generate`) or set HEALTHLAKE_REGISTRY")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
+        data = read_yaml(path)
+    except YAMLError as e:
         raise RegistryError(f"{path}: not valid YAML: {e}") from None
     return parse_registry(data, path)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-import yaml
+from healthlake.yamlfile import YAMLError, parse_yaml
 
 from quality.errors import QualityError
 
@@ -185,9 +185,6 @@ def _check_rule(rule: Rule, where: str) -> None:
     expectation_class(rule.expectation)
 
 
-# libyaml's parser when PyYAML was built with it (the same safe constructor: the same documents);
-# the pure-Python one took most of the catalogue's load time.
-_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # (path, text) → the RuleFile parsed from it: a demo run reads the 36 rules files ~115 times (the
 # definitions, the gate's scoring, Data Docs and rectification lists); a changed file is parsed anew.
 _parsed: dict[tuple[str, str], RuleFile] = {}
@@ -207,8 +204,8 @@ def load_rules_file(path: str | Path) -> RuleFile:
 
 def _load_rules_text(path: Path, text: str) -> RuleFile:
     try:
-        doc = yaml.load(text, Loader=_SAFE_LOADER)
-    except yaml.YAMLError as e:
+        doc = parse_yaml(text)
+    except YAMLError as e:
         raise QualityError(f"{path}: not valid YAML: {e}") from e
     if not isinstance(doc, Mapping) or "table" not in doc or "rules" not in doc:
         raise QualityError(f"{path}: a rules file needs `table: <schema>.<table>` and `rules: [...]`")
