@@ -164,10 +164,39 @@ def prepare_run(s: Settings) -> None:
 SMALL_DEMO_CITY = 100_000  # residents: up to this size the demo's DuckDB runs on one thread (cmd_demo)
 
 
-def cmd_demo(args) -> int:
-    import threading
+def prepare_city(s: Settings) -> tuple[bool, dict[str, dict]]:
+    """The demo city (generated once) with the reference institution's files delivered, and the
+    reference sources' counts: (generated now?, counts). The demo runs it in a process of its own."""
+    generated = ensure_demo_city(s)
+    from healthlake.config import SHARED_REFERENCE
+    from ingest_adapters.reference_institution import source_counts
 
-    from pipelines.defs.dbt.resources import dbt_project
+    return generated, (source_counts(SHARED_REFERENCE) if SHARED_REFERENCE.is_dir() else {})
+
+
+def step_times(run_id: str) -> list[tuple[str, float, bool]]:
+    """(step, wall seconds, succeeded) of each step of a run, in the order they ended, from the
+    Dagster instance's event log."""
+    import dagster as dg
+
+    kinds = {dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE}
+    started, out = {}, []
+    with dg.DagsterInstance.get() as instance:
+        for entry in instance.all_logs(run_id, of_type=kinds):
+            event = entry.dagster_event
+            if event.event_type == dg.DagsterEventType.STEP_START:
+                started[event.step_key] = entry.timestamp
+            elif event.step_key in started:
+                out.append((event.step_key, entry.timestamp - started[event.step_key],
+                            event.event_type == dg.DagsterEventType.STEP_SUCCESS))
+    return out
+
+
+def cmd_demo(args) -> int:
+    import contextlib
+    import multiprocessing
+    import threading
+    from concurrent.futures import ProcessPoolExecutor
 
     # The default demo city's tables are small (at most some 10,000 rows): DuckDB's parallel
     # operators cost more than they save there (thread start-up and scheduling per scan of each
@@ -178,21 +207,28 @@ def cmd_demo(args) -> int:
         os.environ["HEALTHLAKE_DUCKDB_THREADS"] = "1"
     s = load_settings()
     t0 = time.perf_counter()
-    # A lake root without a dbt manifest (a fresh HEALTHLAKE_ROOT) has it parsed first (`dbt parse`,
-    # a subprocess of ~10 s): in the background while the city is generated and the run's modules
-    # are imported. A failure is raised again by the definitions' own dbt_project() call below.
-    parse = threading.Thread(target=dbt_project, name="dbt-parse", daemon=True)
-    parse.start()
-    generated = ensure_demo_city(s)
-    from healthlake.config import SHARED_REFERENCE
-    from ingest_adapters.reference_institution import source_counts
+    # Before the run, three independent things: the city (generated in a process of its own,
+    # ~3 s of CPU), the run's modules imported and the Dagster instance's storage created in this
+    # one (prepare_run, ~4 s), and, for a lake root without a dbt manifest (a fresh HEALTHLAKE_ROOT),
+    # `dbt parse` (a subprocess of ~10 s; a failure is raised again by the definitions' own
+    # dbt_project() call in the run).
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        city = pool.submit(prepare_city, s)
+        from pipelines.defs.dbt.resources import dbt_project
 
-    reference = source_counts(SHARED_REFERENCE) if SHARED_REFERENCE.is_dir() else {}
-    prepare_run(s)  # while dbt parses (a fresh root): both are needed before the run starts
+        parse = threading.Thread(target=dbt_project, name="dbt-parse", daemon=True)
+        parse.start()
+        prepare_run(s)
+        generated, reference = city.result()
     parse.join()
     print(f"城市: {s.city_dir} ({'新生成' if generated else '已存在'}, {s.demo_residents} 居民, {s.demo_days} 天)")
-    print("物化全部资产（Dagster 作业 healthlake_all：采集 → dbt 四大数据库 → 质控 → 资源目录）…", flush=True)
-    result = run_all_assets(s, log_level="WARNING")
+    # dbt's log lines and the run's warnings go to a log file: the terminal gets the summary.
+    log_path = s.root / "logs" / f"demo-{datetime.now():%Y%m%d-%H%M%S}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    print("物化全部资产（Dagster 作业 healthlake_all：采集 → 质控闸门 → dbt 四大数据库 → 质控检查 → 资源目录）…\n"
+          f"运行日志: {log_path}", flush=True)
+    with open(log_path, "w", encoding="utf-8") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        result = run_all_assets(s, log_level="WARNING")
     import dagster as dg
 
     evaluations = result.get_asset_check_evaluations()
@@ -232,6 +268,9 @@ def cmd_demo(args) -> int:
     print(f"\n数据湖目录: {s.catalog}\n数据文件:   {s.data_path}\n质控报告:   {s.reports_dir / 'quality' / 'office.html'}"
           f"\n资源目录:   {s.reports_dir / 'catalog' / 'resource_directory.json'}"
           f"\n查询示例:   .venv/bin/healthlake sql \"SELECT * FROM catalog.resource_directory\"")
+    print("\n== 各步骤用时 ==")
+    for step, seconds, ok in step_times(result.run_id):
+        print(f"  {step:<28} {seconds:>6.1f} s{'' if ok else '  失败（见运行日志）'}")
     print(f"用时 {time.perf_counter() - t0:.1f} s；运行{'成功' if result.success else '失败'}（run {result.run_id}）")
     return 0 if result.success else 1
 
