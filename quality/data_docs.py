@@ -184,35 +184,53 @@ def write_data_docs(outcome, table: str, run_id: str, run_at: datetime | None = 
 
 # --- the bronze gate's validations ------------------------------------------------------------
 
-def bronze_validation_result(run, batch, rules, decision=None):
+def rule_configurations(rules) -> dict:
+    """rule id → the GX ``ExpectationConfiguration`` of the rule as the gate's Data Docs show it (its
+    severity, dimension and threshold in ``meta``, id and Chinese name as its description), or None
+    for a rule GX cannot build. The same for every batch of a data set: built once per data set."""
+    from quality.catalogue import expectation_class
+    from quality.report import DIMENSION_ZH, SEVERITY_ZH
+
+    out = {}
+    for rule in rules:
+        try:
+            expectation = expectation_class(rule.expectation)(
+                **dict(rule.kwargs), meta={"rule_id": rule.id, "severity": rule.severity,
+                                           "dimension": rule.dimension, "threshold": float(rule.threshold)},
+                description=f"{SEVERITY_ZH.get(rule.severity, rule.severity)}·"
+                            f"{DIMENSION_ZH.get(rule.dimension, rule.dimension)} {rule.docs_description}")
+            out[rule.id] = expectation.configuration
+        except Exception:  # noqa: BLE001 - a rule GX cannot build was ERROR in the scoring too
+            out[rule.id] = None
+    return out
+
+
+def bronze_validation_result(run, batch, rules, decision=None, configurations=None, results_by_batch=None):
     """One batch's gate validation as a GX ``ExpectationSuiteValidationResult``.
 
     ``run``: a ``scoring.DatasetRun``; ``batch``: one of its ``BatchScore``; ``rules``: the rules
     scored (``Rule``); ``decision``: the gate's ``GateDecision`` of the batch, if taken. The counts are
     the scoring's own (rows of the batch, failing rows per rule): nothing is recomputed.
+    ``configurations``: ``rule_configurations(rules)``, when the caller has it (several batches of
+    one data set); ``results_by_batch``: batch id → its ``GroupResult`` list, likewise. The
+    configurations are only read: GX's renderer does not change them.
     """
     from great_expectations.core import ExpectationSuiteValidationResult, ExpectationValidationResult
 
-    from quality.catalogue import expectation_class
     from quality.runner import ERROR, NOT_APPLICABLE, PASS
-    from quality.report import DIMENSION_ZH, SEVERITY_ZH
 
-    by_rule = {g.rule_id: g for g in run.results if g.batch_id == batch.batch_id}
+    if configurations is None:
+        configurations = rule_configurations(rules)
+    mine = (results_by_batch.get(batch.batch_id, []) if results_by_batch is not None else
+            [g for g in run.results if g.batch_id == batch.batch_id])
+    by_rule = {g.rule_id: g for g in mine}
     results = []
     if batch.status != NOT_APPLICABLE:           # an empty batch: no expectation applies (not a pass)
         for rule in rules:
             g = by_rule.get(rule.id)
             if g is None:
                 continue
-            try:
-                expectation = expectation_class(rule.expectation)(
-                    **dict(rule.kwargs), meta={"rule_id": rule.id, "severity": rule.severity,
-                                               "dimension": rule.dimension, "threshold": float(rule.threshold)},
-                    description=f"{SEVERITY_ZH.get(rule.severity, rule.severity)}·"
-                                f"{DIMENSION_ZH.get(rule.dimension, rule.dimension)} {rule.docs_description}")
-                config = expectation.configuration
-            except Exception:  # noqa: BLE001 - a rule GX cannot build was ERROR in the scoring too
-                config = None
+            config = configurations.get(rule.id)
             if g.status == ERROR or config is None:
                 results.append(ExpectationValidationResult(
                     success=False, expectation_config=config, result={},
@@ -277,6 +295,10 @@ def write_bronze_data_docs(bronze_run, settings: Settings | None = None, decisio
         rule_list = (rules or {}).get(dataset) or rules_for_dataset(dataset).rules
         table = f"bronze.{dataset}"
         rules_key = _fingerprint([(r.id, r.expectation, r.severity, r.threshold, dict(r.kwargs)) for r in rule_list])
+        configurations = None                   # built at the data set's first new page
+        results_by_batch: dict[str, list] = {}
+        for g in run.results:
+            results_by_batch.setdefault(g.batch_id, []).append(g)
         for batch in run.batches:
             decision = by_batch.get((dataset, batch.batch_id))
             rel_dir = f"{_safe(table)}/{_safe(batch.batch_id)}"
@@ -286,12 +308,14 @@ def write_bronze_data_docs(bronze_run, settings: Settings | None = None, decisio
                                        batch.threshold, batch.status, list(batch.critical_rules_failed),
                                        getattr(decision, "decision", None),
                                        sorted((g.rule_id, g.status, g.rows_checked, g.rows_failed, g.message)
-                                              for g in run.results if g.batch_id == batch.batch_id))
+                                              for g in results_by_batch.get(batch.batch_id, [])))
             newest = _folder_metas(data_docs_dir(s) / rel_dir)[:1]
             if newest and newest[0][2].get("fingerprint") == fingerprint:
                 unchanged += 1
                 continue
-            outcome = bronze_validation_result(run, batch, rule_list, decision)
+            if configurations is None:
+                configurations = rule_configurations(rule_list)
+            outcome = bronze_validation_result(run, batch, rule_list, decision, configurations, results_by_batch)
             rate = "不适用（批次无数据）" if batch.pass_rate is None else f"{batch.pass_rate * 100:.2f}%"
             verdict = _DECISION_ZH.get(getattr(decision, "decision", None), "未决定")
             crit = "、".join(batch.critical_rules_failed) or "无"
