@@ -270,6 +270,34 @@ def test_a_broken_rule_is_error_alone_in_the_grouped_scoring(city):
     assert by_rule["Z-001"] <= {PASS, NOT_APPLICABLE} and by_rule["Z-002"] <= {ERROR, NOT_APPLICABLE}
     assert ERROR in by_rule["Z-003"]
     assert "no_such_column" in run.rule_errors["Z-002"]
+    # the gate's scoring runs each data set in one transaction, which the broken rule aborts: the
+    # data set runs again statement by statement, with the same results as above
+    from quality.scoring import _run_dataset_in_transaction
+
+    with contextlib.closing(connect(s)) as con:
+        again = _run_dataset_in_transaction("person", None, s, rules=rules, store=False, sync=False, con=con)
+        assert con.execute("SELECT 42").fetchone() == (42,)          # no transaction left aborted
+    assert again.results == run.results and again.batches == run.batches
+    assert again.rule_errors == run.rule_errors
+
+
+def test_scoring_in_one_transaction_per_data_set_equals_statement_by_statement(city, monkeypatch):
+    """run_bronze_rules: every data set in one read transaction, the loaded batches and thresholds
+    read once for all of them: the same results and batch scores as each data set on its own."""
+    import quality.scoring
+    from quality.scoring import run_bronze_rules
+
+    s, _, _ = city
+    together = run_bronze_rules(settings=s, store=False)
+    monkeypatch.setattr(quality.scoring, "_run_dataset_in_transaction",
+                        lambda dataset, *a, con, loaded=None, thresholds=None, **k:
+                        quality.scoring.run_dataset_rules(dataset, *a, con=con, **k))
+    alone = run_bronze_rules(settings=s, store=False)
+    assert together.datasets.keys() == alone.datasets.keys() and together.batches
+    for name in together.datasets:
+        assert together.datasets[name].results == alone.datasets[name].results
+        assert together.datasets[name].batches == alone.datasets[name].batches
+    assert together.institutions == alone.institutions
 
 
 def test_failing_rows_sql_matches_gx_semantics_for_column_maps():
