@@ -143,25 +143,15 @@ def database_summary(s: Settings) -> list[tuple[str, str, int]]:
         con.close()
 
 
-def prepare_run(s: Settings) -> None:
-    """What the run imports and reads before its first step (Dagster, the definitions' modules, the
-    rules catalogue with GX's expectations, GX's Data Docs renderer: ~5 s of CPU) and the Dagster
-    instance's storage (a fresh DAGSTER_HOME: its SQLite databases created, ~3 s of mostly fsync),
-    done while dbt parses a fresh lake root's project in its own process."""
-    import dagster as dg
-
+def prepare_run() -> None:
+    """What the run imports and reads before its first step: Dagster, the definitions' modules, the
+    rules catalogue with GX's expectations, GX's Data Docs renderer (~5 s of CPU)."""
     import pipelines.definitions  # noqa: F401
     from great_expectations.render.renderer.page_renderer import ValidationResultsPageRenderer  # noqa: F401
     from great_expectations.render.view.view import DefaultJinjaPageView  # noqa: F401
     from quality.catalogue import load_catalogue
 
     load_catalogue()
-    prepare_dagster_home(s)
-    with dg.DagsterInstance.get() as instance:
-        instance.get_runs(limit=1)
-
-
-SMALL_DEMO_CITY = 100_000  # residents: up to this size the demo's DuckDB runs on one thread (cmd_demo)
 
 
 def prepare_city(s: Settings) -> tuple[bool, dict[str, dict]]:
@@ -172,6 +162,21 @@ def prepare_city(s: Settings) -> tuple[bool, dict[str, dict]]:
     from ingest_adapters.reference_institution import source_counts
 
     return generated, (source_counts(SHARED_REFERENCE) if SHARED_REFERENCE.is_dir() else {})
+
+
+def prepare_city_and_instance(s: Settings) -> tuple[bool, dict[str, dict]]:
+    """The demo's groundwork that needs no module of the run (the demo runs it in a process of its
+    own): the Dagster instance's storage (a fresh DAGSTER_HOME: its SQLite databases created and
+    migrated, ~2 s of mostly waiting on the disk), then ``prepare_city``."""
+    import dagster as dg
+
+    prepare_dagster_home(s)
+    with dg.DagsterInstance.get() as instance:
+        instance.get_runs(limit=1)
+    return prepare_city(s)
+
+
+SMALL_DEMO_CITY = 100_000  # residents: up to this size the demo's DuckDB runs on one thread (cmd_demo)
 
 
 def step_times(run_id: str) -> list[tuple[str, float, bool]]:
@@ -207,19 +212,19 @@ def cmd_demo(args) -> int:
         os.environ["HEALTHLAKE_DUCKDB_THREADS"] = "1"
     s = load_settings()
     t0 = time.perf_counter()
-    # Before the run, three independent things: the city (generated in a process of its own,
-    # ~3 s of CPU), the run's modules imported and the Dagster instance's storage created in this
-    # one (prepare_run, ~4 s), and, for a lake root without a dbt manifest (a fresh HEALTHLAKE_ROOT),
-    # `dbt parse` (a subprocess of ~10 s; a failure is raised again by the definitions' own
-    # dbt_project() call in the run).
+    # Before the run, three independent things: the Dagster instance's storage and the city (in a
+    # process of its own: ~2 s waiting on the disk, ~3 s of CPU), the run's modules imported in this
+    # one (prepare_run, ~5 s of CPU), and, for a lake root without a dbt manifest (a fresh
+    # HEALTHLAKE_ROOT), `dbt parse` (a subprocess of ~10 s; a failure is raised again by the
+    # definitions' own dbt_project() call in the run).
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        city = pool.submit(prepare_city, s)
+        groundwork = pool.submit(prepare_city_and_instance, s)
         from pipelines.defs.dbt.resources import dbt_project
 
         parse = threading.Thread(target=dbt_project, name="dbt-parse", daemon=True)
         parse.start()
-        prepare_run(s)
-        generated, reference = city.result()
+        prepare_run()
+        generated, reference = groundwork.result()
     parse.join()
     print(f"城市: {s.city_dir} ({'新生成' if generated else '已存在'}, {s.demo_residents} 居民, {s.demo_days} 天)")
     # dbt's log lines and the run's warnings go to a log file: the terminal gets the summary.
