@@ -200,21 +200,26 @@ def _table_counts(con, tables, types) -> dict[tuple[str, str], tuple[bool, list[
     """(schema, table) → (by institution?, [(institution code or None, rows)]): rows per institution
     and the table's row count in one scan where it has an institution column (NULL: rows without a
     code), else its row count; all tables in one transaction (see ``one_transaction``). Inside
-    ``classification.views_materialized`` a view is counted from its temporary copy."""
+    ``classification.views_materialized`` a view is counted from its temporary copy; inside
+    ``scan.lake_scanned`` the counts are its workers'."""
     from catalog.classification import relation
+    from catalog.scan import active_scan, count_rows, institution_column
 
-    out = {}
-    with one_transaction(con):
-        for schema, table in tables:
-            cols = {c for c, _ in types.get((schema, table), [])}
-            code_col = next((c for c in ("_institution_code", "institution_code") if c in cols), None)
-            if code_col:
-                out[(schema, table)] = (True, con.execute(
-                    f"SELECT {_q(code_col)}, count(*) FROM {relation(con, 'lake', schema, table)} "
-                    f"GROUP BY 1 ORDER BY 1 NULLS LAST").fetchall())
-            else:
-                out[(schema, table)] = (False, [(None, con.execute(
-                    f"SELECT count(*) FROM {relation(con, 'lake', schema, table)}").fetchone()[0])])
+    scan = active_scan(con, "lake")
+    out, read = {}, []
+    for schema, table in tables:
+        code_col = institution_column(c for c, _ in types.get((schema, table), []))
+        if scan is not None and scan.has(schema, table):
+            result = scan.result(schema, table)
+            if result.code_col == code_col:
+                out[(schema, table)] = (code_col is not None, result.counts)
+                continue
+        read.append((schema, table, code_col))
+    if read:
+        with one_transaction(con):
+            for schema, table, code_col in read:
+                out[(schema, table)] = (code_col is not None,
+                                        count_rows(con, relation(con, "lake", schema, table), code_col))
     return out
 
 
@@ -327,9 +332,14 @@ def build_directory(con: duckdb.DuckDBPyConnection, s: Settings | None = None,
     """Compute the entries, store them in lake.catalog (resource_directory, data_item), export JSON + HTML."""
     from catalog.portal import write_portal
 
+    from catalog.scan import active_scan
+
     s = s or load_settings()
     now = datetime.now(timezone.utc)
     entries = [e for e in build_entries(con, s, manifest_path) if e["schema"] != "catalog"]
+    scan = active_scan(con, "lake")
+    if scan is not None:
+        scan.finish()  # its readers' transactions end before this write
     con.execute("CREATE SCHEMA IF NOT EXISTS lake.catalog")
     con.execute("BEGIN")
     try:

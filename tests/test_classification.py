@@ -118,6 +118,44 @@ def test_detectors_ignore_columns_already_at_level_4():
     assert detect_misclassified(con) == []
 
 
+def test_the_parallel_scan_finds_what_reading_each_table_finds():
+    """Inside scan.lake_scanned the samples are read by worker threads on cursors of their own (a
+    view copied once per worker): the same findings, for a table and a view sampled whole or by
+    the reservoir; counting each distinct value once gives the ratios of testing every value."""
+    from catalog.scan import lake_scanned
+
+    con = _toy_lake()
+    con.execute("CREATE SCHEMA lake.health_record")
+    con.execute("CREATE VIEW lake.health_record.fct_chronic_followup AS SELECT encounter_key AS followup_key, "
+                "total_fee AS disease_code, payment_method_code AS practitioner_id FROM lake.emr.fct_encounter "
+                "WHERE encounter_key <> 'k7'")
+    for sample in (1000, 100):
+        plain = detect_misclassified(con, sample=sample)
+        with cl.views_materialized(con):
+            copied = detect_misclassified(con, sample=sample)
+        with lake_scanned(con, sample=sample, workers=2):
+            scanned = detect_misclassified(con, sample=sample)
+        assert {f.table for f in plain} == {"emr.fct_encounter", "health_record.fct_chronic_followup"}
+        assert scanned == copied == plain
+    with lake_scanned(con, sample=50):  # another sample size: read here, not by the scan
+        assert detect_misclassified(con, sample=100) == detect_misclassified(con, sample=100) != []
+    assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary").fetchone()[0] == 0
+
+
+def test_a_table_the_scan_cannot_read_fails_the_detectors_as_reading_it_would():
+    from catalog.scan import lake_scanned
+
+    con = _toy_lake()
+    con.execute("CREATE TABLE lake.emr.gone (name VARCHAR)")
+    con.execute("CREATE VIEW lake.emr.fct_diagnosis AS SELECT name AS diagnosis_name FROM lake.emr.gone")
+    con.execute("DROP TABLE lake.emr.gone")
+    with pytest.raises(duckdb.Error, match="gone"):
+        detect_misclassified(con)
+    with lake_scanned(con):
+        with pytest.raises(duckdb.Error, match="gone"):
+            detect_misclassified(con)
+
+
 # ------------------------------------------------------------------ on a real (tiny) lake
 @pytest.fixture(scope="module")
 def city():

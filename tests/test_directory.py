@@ -94,11 +94,13 @@ def test_portal_is_one_self_contained_page(city, entries):
 
 
 def test_views_read_from_their_copies_give_the_same_entries_and_findings(city):
-    """Inside views_materialized (the pipeline's catalog step) each view is computed once, into a
-    temporary copy read by the detectors' sample and the directory's counts: the same entries and
-    findings as reading the views, and no copy left behind."""
+    """Inside views_materialized each view is computed once, into a temporary copy read by the
+    detectors' sample and the directory's counts; inside lake_scanned (the pipeline's catalog step)
+    worker threads read every table's sample and counts: the same entries and findings as reading
+    the views, and no copy left behind."""
     from catalog.classification import columns_cached, detect_misclassified, lake_views, views_materialized
     from catalog.directory import build_entries
+    from catalog.scan import lake_scanned
     from healthlake.lake import connect, release
 
     s = city.settings
@@ -112,7 +114,12 @@ def test_views_read_from_their_copies_give_the_same_entries_and_findings(city):
                 assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary").fetchone()[0] == \
                     len(lake_views(con))
         assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary").fetchone()[0] == 0
+        with columns_cached(con), lake_scanned(con) as scan:  # the pipeline's catalog step since
+            scanned = (detect_misclassified(con), build_entries(con, s))
+        assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary").fetchone()[0] == 0
     finally:
         release(con)
-    assert copied[0] == plain[0]
-    assert json.dumps(copied[1], sort_keys=True, default=str) == json.dumps(plain[1], sort_keys=True, default=str)
+    assert copied[0] == plain[0] == scanned[0]
+    assert json.dumps(copied[1], sort_keys=True, default=str) == json.dumps(plain[1], sort_keys=True, default=str) \
+        == json.dumps(scanned[1], sort_keys=True, default=str)
+    assert all(scan.has(*e["table"].split(".", 1)) for e in scanned[1])  # every table read by the scan

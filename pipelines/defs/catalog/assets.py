@@ -75,9 +75,10 @@ def build_catalog_asset(upstream: Sequence[dg.AssetKey]) -> dg.AssetsDefinition:
         name="catalog",
     )
     def catalog(context: dg.AssetExecutionContext):
-        from catalog.classification import columns_cached, detect_misclassified, unclassified_columns, views_materialized
+        from catalog.classification import columns_cached, detect_misclassified, unclassified_columns
         from catalog.directory import build_directory, directory_json_path
         from catalog.publish import publish_all
+        from catalog.scan import lake_scanned
 
         from quality.runner import ensure_result_table
 
@@ -87,9 +88,10 @@ def build_catalog_asset(upstream: Sequence[dg.AssetKey]) -> dg.AssetsDefinition:
             # the mart checks of this run may store their results after this step: the directory
             # lists the results table (and classifies it) from the first run on
             ensure_result_table(con)
-            # the lake's columns read once, not by each of the three; each view computed once, not
-            # for the detectors' sample and again for the directory's counts
-            with columns_cached(con), views_materialized(con):
+            # the lake's columns read once, not by each of the three; every table's sample and counts
+            # read in one pass by two worker threads (each view computed once), while this thread
+            # classifies, checks the samples as they come and resolves the lineage
+            with columns_cached(con), lake_scanned(con):
                 unclassified = unclassified_columns(con)
                 findings = detect_misclassified(con)
                 entries = build_directory(con, s)
