@@ -96,12 +96,13 @@ def suggest_fix(rule: Rule, field_zh: str | None = None) -> str:
 
 def rectification_rows(con, dataset: str, rules: Sequence[Rule], institution_codes: Sequence[str] | None = None,
                        batch_ids: Sequence[str] | None = None,
-                       severities: Iterable[str] = ("critical", "major")) -> list[tuple]:
+                       severities: Iterable[str] = ("critical", "major"), strict: bool = False) -> list[tuple]:
     """Failing rows of ``lake.bronze.<dataset>`` as tuples (institution_code, *LIST_HEADERS).
 
     Runs each rule's failing-row SQL (``scoring.failing_rows_sql``) on the institutions' rows only:
     the rules that select rows one for one (``scoring.failing_flag_sql``) together in one pass over
-    those rows, the others (and all of them when that pass fails) one query each.
+    those rows, the others (and all of them when that pass fails) one query each. ``strict``: the
+    one pass failing raises instead (inside a transaction, which DuckDB aborts at its first error).
     """
     from catalog.standard import get_dataset
     from quality.scoring import SCOPE_VIEW, _lit, failing_flag_sql, failing_rows_sql
@@ -133,6 +134,8 @@ def rectification_rows(con, dataset: str, rules: Sequence[Rule], institution_cod
             try:
                 found = _failing_rows_together(con, f"{view}_rid", together, fields, key_sql)
             except Exception:  # noqa: BLE001 - each rule on its own below: a broken one is named alone
+                if strict:
+                    raise
                 together = []
         for rule in listed:
             field = fields[rule.id]
@@ -194,6 +197,33 @@ def _failing_rows_together(con, view: str, rules: Sequence[Rule], fields: dict[s
     return out
 
 
+def _rows_in_one_transaction(con, datasets: Sequence[str], codes, batch_ids, severities) -> list[tuple]:
+    """``rectification_rows`` of every data set, read in one transaction: its ~5 statements per data
+    set share one DuckLake snapshot, the temporary views without a commit each (~17 data sets on the
+    demo). DuckDB aborts a transaction at its first error, and ``rectification_rows`` falls back
+    query by query after one: on any error the transaction is rolled back and every data set is
+    read again statement by statement, as before."""
+    from quality.scoring import rules_for_dataset
+
+    def read(strict: bool = False) -> list[tuple]:
+        return [row for dataset in datasets
+                for row in rectification_rows(con, dataset, rules_for_dataset(dataset).rules, codes, batch_ids,
+                                              severities, strict=strict)]
+
+    try:
+        con.execute("BEGIN")
+    except Exception:  # noqa: BLE001 - already in the caller's transaction
+        return read()
+    try:
+        rows = read(strict=True)
+        con.execute("COMMIT")
+        return rows
+    except Exception:  # noqa: BLE001
+        with contextlib.suppress(Exception):
+            con.execute("ROLLBACK")
+    return read()
+
+
 def write_rectification_lists(run=None, settings: Settings | None = None, *,
                               institution_codes: Sequence[str] | None = None,
                               batch_ids: Sequence[str] | None = None,
@@ -225,10 +255,8 @@ def write_rectification_lists(run=None, settings: Settings | None = None, *,
     with (contextlib.nullcontext(con) if con is not None else contextlib.closing(connect(s, read_only=True))) as con:
         with contextlib.suppress(Exception):
             names = dict(con.execute(f"SELECT institution_code, institution_name FROM {LAKE}.ops.institution").fetchall())
-        for dataset in run.datasets:
-            rules = rules_for_dataset(dataset).rules
-            for row in rectification_rows(con, dataset, rules, codes, batch_ids, severities):
-                rows_by_inst[row[0]].append(row[1:])
+        for row in _rows_in_one_transaction(con, list(run.datasets), codes, batch_ids, severities):
+            rows_by_inst[row[0]].append(row[1:])
     out_dir = rectification_dir(s)
     out_dir.mkdir(parents=True, exist_ok=True)
     bold = Font(bold=True)

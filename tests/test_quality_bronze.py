@@ -411,6 +411,33 @@ def test_rectification_rows_in_one_pass_equal_one_query_per_rule(city, monkeypat
     assert together == alone
 
 
+def test_rectification_rows_in_one_transaction_fall_back_after_an_error(city, monkeypatch):
+    """The lists read every data set in one transaction; an error in it (here: the one pass of a
+    data set) rolls it back and every data set is read again statement by statement: the same rows."""
+    import quality.rectification as rect
+
+    s, run, _ = city
+    codes = sorted({i.institution_code for i in run.institutions})
+    with contextlib.closing(connect(s, read_only=True)) as con:
+        expected = [row for d in run.datasets
+                    for row in rect.rectification_rows(con, d, rules_for_dataset(d).rules, codes)]
+        assert rect._rows_in_one_transaction(con, list(run.datasets), codes, None, ("critical", "major")) == expected
+        calls = []
+        real = rect._failing_rows_together
+
+        def fails_once(*a, **k):
+            calls.append(1)
+            if len(calls) == 2:
+                raise RuntimeError("boom")
+            return real(*a, **k)
+
+        monkeypatch.setattr(rect, "_failing_rows_together", fails_once)
+        assert rect._rows_in_one_transaction(con, list(run.datasets), codes, None, ("critical", "major")) == expected
+        assert con.execute("SELECT 42").fetchone() == (42,)
+    assert len(calls) > len(run.datasets)          # the second read after the rollback
+    assert expected
+
+
 def test_list_rows_serialised_directly_are_the_bytes_openpyxl_writes():
     """The list sheet's rows are written by ``_stream_plain_rows`` (openpyxl's cell writer cost ~4 s
     of the demo gate): every part of the workbook is byte for byte what openpyxl writes, for plain
