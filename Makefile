@@ -19,7 +19,9 @@ $(STAMP): requirements.lock pyproject.toml
 manifest: $(STAMP)
 	$(BIN)/healthlake dbt-parse
 
-demo: install manifest
+# The demo parses the manifest itself when it is missing or older than the dbt project's files: in
+# the background, while the city is generated and the run's modules are imported.
+demo: install
 	$(BIN)/healthlake demo
 
 # The same demo on the production topology: SeaweedFS (S3) and PostgreSQL started on loopback for

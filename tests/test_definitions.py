@@ -59,3 +59,29 @@ def test_the_dbt_resource_knows_the_version_of_the_dbt_it_runs_without_asking_it
     resource = HealthlakeDbtCliResource(project_dir=str(DBT_PROJECT_DIR), dbt_executable=DBT_EXECUTABLE)
     assert str(resource._cli_version) == re.search(r"(\d+\.\d+\.\d+)", out).group(1)
     assert resource._initialize_dbt_core_adapter(["build"]) is None
+
+
+def test_the_manifest_is_stale_when_missing_or_older_than_a_dbt_project_file(tmp_path):
+    """`make demo` no longer parses first: the demo parses (in the background) a manifest that is
+    missing or older than any file dbt parses, and keeps a current one."""
+    from pipelines.defs.dbt.resources import manifest_is_stale
+
+    project = tmp_path / "dbt_project"
+    (project / "models" / "staging").mkdir(parents=True)
+    (project / "macros").mkdir()
+    model = project / "models" / "staging" / "stg_a.sql"
+    for f in (project / "dbt_project.yml", project / "profiles.yml", model, project / "macros" / "m.sql"):
+        f.write_text("-- x\n", encoding="utf-8")
+    manifest = tmp_path / "target" / "manifest.json"
+    assert manifest_is_stale(manifest, project)   # missing
+    manifest.parent.mkdir()
+    manifest.write_text("{}", encoding="utf-8")
+    built = manifest.stat().st_mtime
+    for f in project.rglob("*"):
+        os.utime(f, (built - 10, built - 10))
+    assert not manifest_is_stale(manifest, project)
+    os.utime(model, (built + 10, built + 10))       # a model edited after the parse
+    assert manifest_is_stale(manifest, project)
+    os.utime(model, (built - 10, built - 10))
+    (project / "target_elsewhere.txt").write_text("not parsed", encoding="utf-8")
+    assert not manifest_is_stale(manifest, project)
