@@ -576,6 +576,34 @@ def test_office_report_from_the_stored_history(city):
     assert not EXTERNAL_URL.search(page) and "<script" not in page and "<link" not in page
 
 
+def test_gate_pages_from_shared_configurations_equal_pages_built_per_batch(city):
+    """write_bronze_data_docs builds each rule's GX configuration once per data set and hands GX's
+    renderer the expectation it came from (``_reused_expectations``): every page is the page of a
+    configuration built for its batch alone (GX's element ids and render times aside)."""
+    import re
+
+    import quality.data_docs as dd
+
+    s, run, _ = city
+    noise = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|\d{8}T\d{6}\.\d+Z")
+
+    def pages(shared: bool) -> list[str]:
+        out = []
+        for dataset, ds_run in run.datasets.items():
+            rules = rules_for_dataset(dataset).rules
+            configurations = dd.rule_configurations(rules) if shared else None
+            out += [noise.sub("", dd.render_page(dd.bronze_validation_result(ds_run, b, rules, None, configurations)))
+                    for b in ds_run.batches]
+        return out
+
+    alone = pages(False)
+    with dd._reused_expectations():
+        shared = pages(True)
+        assert dd._BUILT
+    assert dd._BUILT is None                     # emptied after the block
+    assert shared == alone and len(alone) == len(run.batches)
+
+
 def test_gate_validations_get_self_contained_gx_data_docs(city):
     """Every batch the gate scores is a GX validation with its own Data Docs page: the row-level counts
     the gate decided on, as GX ExpectationValidationResults, rendered by GX, readable offline."""
