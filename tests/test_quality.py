@@ -356,6 +356,31 @@ def test_one_broken_rule_is_error_alone(lake):
     assert "abc" not in results["X-007"].message               # the offending value is personal data
 
 
+def test_validation_in_one_transaction_equals_autocommit(lake):
+    """The mart checks validate each table in one read transaction (transaction=True); a table
+    whose rules err (which aborts the transaction) is validated again in autocommit mode: every
+    result is the same as in autocommit mode alone, broken rules, missing tables and GX's
+    connections left usable included."""
+    broken = [
+        {"id": "X-001", "name": "正常规则", "dimension": "completeness", "severity": "major",
+         "expectation": "expect_column_values_to_not_be_null", "kwargs": {"column": "birth_date"}},
+        {"id": "X-002", "name": "错误正则", "dimension": "validity", "severity": "major",
+         "expectation": "expect_column_values_to_match_regex", "kwargs": {"column": "id_number", "regex": "(abc"}},
+        {"id": "X-007", "name": "类型不符", "dimension": "validity", "severity": "major",
+         "expectation": "expect_column_values_to_be_in_set", "kwargs": {"column": "id_number", "value_set": [1, 2]}},
+    ]
+    cases = [("population.dim_person", broken), ("population.no_such_table", broken[:1])]
+    cases += [(t, RULES_DIR / f"{t}.yaml") for t in ("population.dim_person", "emr.fct_encounter",
+                                                      "resource.dim_institution", "resource.dim_practitioner",
+                                                      "health_record.dim_health_record")]
+    with contextlib.closing(connect(lake, read_only=True)) as reader:
+        for table, rules in cases:
+            plain = run_table_rules(table, rules, settings=lake, lake_con=reader)
+            held = run_table_rules(table, rules, settings=lake, lake_con=reader, transaction=True)
+            assert held == plain, table
+        assert reader.execute("SELECT 42").fetchone() == (42,)
+
+
 def test_a_lone_failing_cast_reports_its_own_error(lake):
     """Without autocommit the first error aborts the DuckDB transaction and GX reports
     "Current transaction is aborted" for the rule instead of the real cause."""

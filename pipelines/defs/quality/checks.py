@@ -85,8 +85,11 @@ def evaluate_marts(files: list[RuleFile], s, run_id: str) -> list[tuple[RuleFile
         reader = connect(s, read_only=True)
         try:
             # the Data Docs index (every page's sidecar read) written once after the pages, not per mart
+            # each table's GX queries in one read transaction (one DuckLake snapshot); a table with an
+            # erroring rule is validated again in autocommit mode (run_table_rules)
             by_file = [(f, run_table_rules(f.table, f, settings=s, context=gx_context, docs_run_id=run_id,
-                                           lake_con=reader, refresh_reference=False, docs_index=False))
+                                           lake_con=reader, refresh_reference=False, docs_index=False,
+                                           transaction=True))
                        for f in files]
         finally:
             release(reader)
