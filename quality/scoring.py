@@ -717,9 +717,11 @@ def _run_dataset_in_transaction(dataset: str, *args, con, **kwargs) -> DatasetRu
 
 
 def _store_runs(con, runs: Sequence[DatasetRun]) -> None:
-    """The group results and batch scores of data set runs: one append per table for all of them."""
+    """The group results and batch scores of data set runs: one append per table for all of them.
+    A ``GroupResult``'s fields are plain values: its ``vars`` are its ``asdict`` without the deep
+    copy (5,800 results on the demo gate: 0.8 s of profiled CPU)."""
     _store(con, GROUP_TABLE, GROUP_COLUMNS, [
-        {"run_id": run.run_id, "run_at": run.run_at, **asdict(r)} for run in runs for r in run.results])
+        {"run_id": run.run_id, "run_at": run.run_at, **vars(r)} for run in runs for r in run.results])
     _store(con, BATCH_SCORE_TABLE, BATCH_COLUMNS, [
         {"run_id": run.run_id, "run_at": run.run_at, **asdict(b),
          "critical_rules_failed": ",".join(b.critical_rules_failed)} for run in runs for b in run.batches])
