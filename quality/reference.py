@@ -128,12 +128,13 @@ def sync_reference(con, settings: Settings | None = None, registry=None) -> list
         for table, wanted in rows.items():
             name, cols = f"{LAKE}.{SCHEMA}.{table}", REFERENCE_TABLES[table]
             con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({', '.join(f'{c} {t}' for c, t in cols)})")
-            wanted = sorted(set(wanted), key=_sort_key)
-            if sorted(con.execute(f"SELECT * FROM {name}").fetchall(), key=_sort_key) == wanted:
+            wanted = set(wanted)
+            current = con.execute(f"SELECT * FROM {name}").fetchall()
+            if len(current) == len(wanted) and set(current) == wanted:  # the same rows, no duplicate
                 continue
             con.execute(f"DELETE FROM {name}")
             if wanted:
-                _insert(con, name, cols, wanted)
+                _insert(con, name, cols, sorted(wanted, key=_sort_key))
             changed.append(table)
         con.execute("COMMIT")
     except Exception:

@@ -178,3 +178,24 @@ def test_gx_agrees_on_a_mart_with_reference_joins(lake, failing):
     assert not [r for r in results.values() if r.status == ERROR]
     assert {rid: r.rows_failed for rid, r in results.items()} == {rid: failing[rid] for rid in results}
     assert all(r.rows_checked == 3 for r in results.values())
+
+
+def test_reference_tables_rewritten_only_when_their_rows_change(lake):
+    """sync_reference compares each table's rows with the wanted ones as sets (no sort): unchanged
+    tables are left alone; a missing, changed or duplicated row rewrites the table."""
+    from healthlake.lake import LAKE
+    from quality.reference import sync_reference
+
+    with contextlib.closing(connect(lake)) as con:
+        sync_reference(con, lake)
+        assert sync_reference(con, lake) == []
+        before = sorted(con.execute(f"SELECT * FROM {LAKE}.quality.ref_ethnicity").fetchall())
+        first = before[0]
+        con.execute(f"DELETE FROM {LAKE}.quality.ref_ethnicity WHERE code = ?", [first[0]])
+        assert sync_reference(con, lake) == ["ref_ethnicity"]
+        con.execute(f"INSERT INTO {LAKE}.quality.ref_ethnicity VALUES (?, ?)", list(first))   # a duplicate
+        assert sync_reference(con, lake) == ["ref_ethnicity"]
+        con.execute(f"UPDATE {LAKE}.quality.ref_ethnicity SET name_zh = 'x' WHERE code = ?", [first[0]])
+        assert sync_reference(con, lake) == ["ref_ethnicity"]
+        assert sorted(con.execute(f"SELECT * FROM {LAKE}.quality.ref_ethnicity").fetchall()) == before
+        assert sync_reference(con, lake) == []
