@@ -224,11 +224,13 @@ def _table_counts(con, tables, types) -> dict[tuple[str, str], tuple[bool, list[
 
 
 def build_entries(con: duckdb.DuckDBPyConnection, s: Settings | None = None, manifest_path: Path | None = None,
-                  with_figures: bool = True) -> list[dict]:
-    """Directory entries for every lake table (``lake`` attached on ``con``)."""
+                  with_figures: bool = True, models: dict | None = None) -> list[dict]:
+    """Directory entries for every lake table (``lake`` attached on ``con``). ``models``: the dbt
+    models' lineage (``lineage.model_lineage``) when the caller resolved it already."""
     s = s or load_settings()
-    manifest_path = manifest_path or latest_manifest(s.dbt_target_dir)
-    models = model_lineage(con, manifest_path) if manifest_path else {}
+    if models is None:
+        manifest_path = manifest_path or latest_manifest(s.dbt_target_dir)
+        models = model_lineage(con, manifest_path) if manifest_path else {}
     children: dict[str, set] = {}
     for (sch, tbl), m in models.items():
         for p in m.parents:
@@ -328,15 +330,16 @@ def _insert(con, table: str, types: tuple[str, ...], rows: list[tuple]) -> None:
 
 
 def build_directory(con: duckdb.DuckDBPyConnection, s: Settings | None = None,
-                    manifest_path: Path | None = None) -> list[dict]:
-    """Compute the entries, store them in lake.catalog (resource_directory, data_item), export JSON + HTML."""
+                    manifest_path: Path | None = None, models: dict | None = None) -> list[dict]:
+    """Compute the entries, store them in lake.catalog (resource_directory, data_item), export JSON + HTML.
+    ``models``: see ``build_entries``."""
     from catalog.portal import write_portal
 
     from catalog.scan import active_scan
 
     s = s or load_settings()
     now = datetime.now(timezone.utc)
-    entries = [e for e in build_entries(con, s, manifest_path) if e["schema"] != "catalog"]
+    entries = [e for e in build_entries(con, s, manifest_path, models=models) if e["schema"] != "catalog"]
     scan = active_scan(con, "lake")
     if scan is not None:
         scan.finish()  # its readers' transactions end before this write

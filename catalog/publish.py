@@ -26,11 +26,15 @@ a half-written database. Unclassified columns fail the publication (fail closed)
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+
+import duckdb
 
 from catalog.classification import COMPOUND_SURNAMES, PUBLISHED_SCHEMAS, ColumnClass, classify, lake_columns
 from healthlake.config import Settings, settings as load_settings
@@ -42,6 +46,7 @@ __all__ = ["publish_all", "publish_level", "published_path", "publish_secret", "
 LEVELS = (1, 2, 3, 4, 5)
 DEMO_SECRET = "healthlake-demo-publish-secret"  # demo only; production sets HEALTHLAKE_PUBLISH_SECRET
 MANIFEST_TABLE = "catalog.published_column"
+DISABLED_COMPRESSION = "fsst,dict_fsst"  # see publish_level
 COUNTY_PATTERN = r"^((?:[^省市]{1,8}省)?[^省市]{1,8}?[市州盟].{1,6}?[区县市旗])"
 
 
@@ -153,15 +158,18 @@ def publish_level(con, clearance: int, s: Settings, secret: str | None = None, c
     # bytes even where they are present: the byte scan that proves their absence (tests) would then
     # prove nothing. Strings are stored plain or dictionary-encoded instead; measured on the demo
     # city (3,000 residents): the level-5 file grows from 4.73 MB to 5.26 MB (+11 %).
-    con.execute("SET disabled_compression_methods = 'fsst,dict_fsst'")
-    con.execute(f"ATTACH {_lit(str(tmp))} AS pub")
+    con.execute(f"SET disabled_compression_methods = '{DISABLED_COMPRESSION}'")
+    # one alias per level: the levels of publish_all are written side by side, on cursors of one
+    # DuckDB instance, whose attached databases they all see
+    pub = f"pub_{int(clearance)}"
+    con.execute(f"ATTACH {_lit(str(tmp))} AS {pub}")
     try:
         # one transaction: reads of the lake, writes to pub only
         with one_transaction(con):
-            rows, counts = _write_level(con, tables, clearance, source)
-        con.execute("CHECKPOINT pub")
+            rows, counts = _write_level(con, tables, clearance, source, pub)
+        con.execute(f"CHECKPOINT {pub}")
     finally:
-        con.execute("DETACH pub")
+        con.execute(f"DETACH {pub}")
     os.replace(tmp, final)
     treatments: dict[str, int] = {}
     for cols in tables.values():
@@ -171,31 +179,31 @@ def publish_level(con, clearance: int, s: Settings, secret: str | None = None, c
             "bytes": final.stat().st_size, "seconds": round(time.perf_counter() - t0, 2)}
 
 
-def _write_level(con, tables, clearance: int, source: str = "lake") -> tuple[int, int]:
+def _write_level(con, tables, clearance: int, source: str = "lake", pub: str = "pub") -> tuple[int, int]:
     """The tables and the manifest of one clearance into the attached ``pub``; (rows, tables)."""
-    con.execute("CREATE SCHEMA pub.catalog")
-    con.execute(f"CREATE TABLE pub.{MANIFEST_TABLE} (schema_name VARCHAR, table_name VARCHAR, column_name VARCHAR, "
+    con.execute(f"CREATE SCHEMA {pub}.catalog")
+    con.execute(f"CREATE TABLE {pub}.{MANIFEST_TABLE} (schema_name VARCHAR, table_name VARCHAR, column_name VARCHAR, "
                 "source_column VARCHAR, category VARCHAR, level INTEGER, kind VARCHAR, treatment VARCHAR, "
                 "clearance INTEGER, published_at TIMESTAMPTZ)")
     now = datetime.now(timezone.utc)
     rows = counts = 0
     manifest: list[tuple] = []
     for schema in sorted({sch for sch, _ in tables}):
-        con.execute(f"CREATE SCHEMA pub.{_q(schema)}")
+        con.execute(f"CREATE SCHEMA {pub}.{_q(schema)}")
     for (schema, table), cols in sorted(tables.items()):
         present = [pc for pc in cols if pc.expression is not None]
         select = ", ".join(f"{pc.expression} AS {_q(pc.column)}" for pc in present)
-        con.execute(f"CREATE TABLE pub.{_q(schema)}.{_q(table)} AS SELECT {select} "
+        con.execute(f"CREATE TABLE {pub}.{_q(schema)}.{_q(table)} AS SELECT {select} "
                     f"FROM {source}.{_q(schema)}.{_q(table)}")
         manifest += [(pc.schema, pc.table, pc.column if pc.expression else None, pc.source_column,
                       pc.category, pc.level, pc.kind, pc.treatment, clearance, now) for pc in cols]
         counts += 1
-        rows += con.execute(f"SELECT count(*) FROM pub.{_q(schema)}.{_q(table)}").fetchone()[0]
-    _insert_manifest(con, manifest)
+        rows += con.execute(f"SELECT count(*) FROM {pub}.{_q(schema)}.{_q(table)}").fetchone()[0]
+    _insert_manifest(con, manifest, pub)
     return rows, counts
 
 
-def _insert_manifest(con, rows: list[tuple]) -> None:
+def _insert_manifest(con, rows: list[tuple], pub: str = "pub") -> None:
     """All manifest rows of a level in one insert (executemany runs one statement per row)."""
     import pyarrow as pa
 
@@ -206,34 +214,74 @@ def _insert_manifest(con, rows: list[tuple]) -> None:
           else pa.string()) for n in names]))
     con.register("_published_columns", batch)
     try:
-        con.execute(f"INSERT INTO pub.{MANIFEST_TABLE} SELECT * FROM _published_columns")
+        con.execute(f"INSERT INTO {pub}.{MANIFEST_TABLE} SELECT * FROM _published_columns")
     finally:
         con.unregister("_published_columns")
 
 
-def publish_all(s: Settings | None = None, levels=LEVELS) -> list[dict]:
+def publish_all(s: Settings | None = None, levels=LEVELS, con=None, workers: int = 1) -> list[dict]:
     """Write one database per clearance level from the lake's marts; returns a summary per level.
 
     The highest level, when every column is at or below it, is a copy of the marts (every column
     raw): it is written first, from the lake, and the lower levels read the marts from that file
     instead of the lake (one DuckLake read per table, not one per table and level; the same rows,
     in the same order). Otherwise every level reads the lake.
+
+    ``con``: the lake connection to read from (the catalog step's, whose DuckDB instance has the
+    lake's catalog loaded already); by default a read-only connection of its own. ``workers``: the
+    lower levels are written by that many threads at once, each on a cursor of the connection's
+    instance (each level is a file of its own; a query releases the GIL).
     """
     s = s or load_settings()
-    con = connect(s, read_only=True)
+    own = con is None
+    con = connect(s, read_only=True) if own else con
+    previous = con.execute("SELECT current_setting('disabled_compression_methods')").fetchone()[0]
     try:
         classes = classified_tables(con)
         top = max(levels, default=None)
         if top is None or any(cc.level > top for ccs in classes.values() for cc in ccs):
-            return [publish_level(con, level, s, classes=classes) for level in levels]
+            return _publish_levels(con, list(levels), s, classes, "lake", workers)
         done = {top: publish_level(con, top, s, classes=classes)}
         con.execute(f"ATTACH {_lit(str(published_path(top, s)))} AS pub_source (READ_ONLY)")
         try:
-            for level in levels:
-                if level not in done:
-                    done[level] = publish_level(con, level, s, classes=classes, source="pub_source")
+            rest = [level for level in levels if level not in done]
+            done.update({r["level"]: r for r in _publish_levels(con, rest, s, classes, "pub_source", workers)})
         finally:
             con.execute("DETACH pub_source")
         return [done[level] for level in levels]
     finally:
-        con.close()
+        # the setting is the instance's (GLOBAL): as it was for the instance's other users
+        with contextlib.suppress(duckdb.Error):
+            con.execute(f"SET disabled_compression_methods = {_lit(previous or '')}" if previous
+                        else "RESET disabled_compression_methods")
+        if own:
+            con.close()
+
+
+def _publish_levels(con, levels: list[int], s: Settings, classes, source: str, workers: int) -> list[dict]:
+    """``publish_level`` of each level, by up to ``workers`` threads on cursors of ``con``'s instance."""
+    workers = max(1, min(int(workers), len(levels)))
+    if workers == 1:
+        return [publish_level(con, level, s, classes=classes, source=source) for level in levels]
+    from concurrent.futures import ThreadPoolExecutor
+
+    cursors = [con.cursor() for _ in range(workers)]
+    free = list(cursors)
+    lock = threading.Lock()
+
+    def one(level):
+        with lock:
+            cur = free.pop()
+        try:
+            return publish_level(cur, level, s, classes=classes, source=source)
+        finally:
+            with lock:
+                free.append(cur)
+
+    try:
+        with ThreadPoolExecutor(workers, thread_name_prefix="publish") as pool:
+            return list(pool.map(one, levels))
+    finally:
+        for cur in cursors:
+            with contextlib.suppress(duckdb.Error):
+                cur.close()

@@ -24,6 +24,7 @@ import contextlib
 import os
 import queue
 import threading
+from collections import Counter
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -57,6 +58,18 @@ def count_rows(con, rel: str, code_col: str | None) -> list[tuple]:
     if code_col:
         return con.execute(f"SELECT {_q(code_col)}, count(*) FROM {rel} GROUP BY 1 ORDER BY 1 NULLS LAST").fetchall()
     return [(None, con.execute(f"SELECT count(*) FROM {rel}").fetchone()[0])]
+
+
+def counted(rows: list[tuple], columns, code_col: str | None) -> list[tuple] | None:
+    """``count_rows`` of a table from all its rows (``columns``: theirs), when they hold the code
+    column: the same groups in the same order (DuckDB sorts text by code point, as Python does)."""
+    if code_col is None:
+        return [(None, len(rows))]
+    if code_col not in columns:
+        return None
+    i = list(columns).index(code_col)
+    groups = Counter(r[i] for r in rows)
+    return sorted(groups.items(), key=lambda g: (g[0] is None, g[0] or ""))
 
 
 @dataclass(frozen=True)
@@ -115,7 +128,11 @@ class LakeScan:
                             cur.execute(f"CREATE OR REPLACE TEMP TABLE {temp} AS SELECT * FROM {rel}")
                             rel = f"temp.main.{temp}"
                         rows = sample_rows(cur, rel, text_cols, self.sample, is_view) if text_cols else None
-                        counts = count_rows(cur, rel, code_col)
+                        counts = None
+                        if rows is not None and not is_view and len(rows) < self.sample:
+                            counts = counted(rows, text_cols, code_col)  # the sample is the whole table
+                        if counts is None:
+                            counts = count_rows(cur, rel, code_col)
                         if temp:
                             cur.execute(f"DROP TABLE temp.main.{temp}")
                         future.set_result(TableScan(text_cols, rows, code_col, counts))

@@ -65,9 +65,14 @@ def test_lower_levels_read_from_the_top_level_file_equal_levels_read_from_the_la
                 publish.publish_level(con, level, city.settings, classes=classes)
         finally:
             con.close()
-    for level in (1, 3):
-        a = duckdb.connect(str(tmp_path / "all" / f"level_{level}.duckdb"), read_only=True)
-        b = duckdb.connect(str(tmp_path / "lake" / f"level_{level}.duckdb"), read_only=True)
+    _assert_same_files(tmp_path / "all", tmp_path / "lake", (1, 3))
+
+
+def _assert_same_files(one, other, levels):
+    """The same tables, rows (in the same order) and manifest in both folders' level files."""
+    for level in levels:
+        a = duckdb.connect(str(one / f"level_{level}.duckdb"), read_only=True)
+        b = duckdb.connect(str(other / f"level_{level}.duckdb"), read_only=True)
         try:
             tables = a.execute("SELECT schema_name, table_name FROM duckdb_tables() ORDER BY 1, 2").fetchall()
             assert len(tables) > 5
@@ -79,6 +84,34 @@ def test_lower_levels_read_from_the_top_level_file_equal_levels_read_from_the_la
         finally:
             a.close()
             b.close()
+
+
+def test_levels_published_side_by_side_from_the_callers_connection_equal_a_plain_publication(city, tmp_path,
+                                                                                             monkeypatch):
+    """The pipeline's catalog step publishes from its own lake connection's DuckDB instance, the
+    lower levels two at a time (threads): the same files as publish_all on a connection of its own,
+    and the instance's compression setting left as it was."""
+    import catalog.publish as publish
+    from healthlake.lake import connect
+    from security.tiny_city import env_of
+
+    def into(folder):
+        monkeypatch.setattr(publish, "published_path", lambda level, s=None: tmp_path / folder / f"level_{int(level)}.duckdb")
+
+    setting = "SELECT current_setting('disabled_compression_methods')"
+    with env_of(city.settings.root):
+        into("plain")
+        publish.publish_all(city.settings)
+        into("threads")
+        con = connect(city.settings)
+        try:
+            before = con.execute(setting).fetchone()[0]
+            summary = publish.publish_all(city.settings, con=con, workers=2)
+            assert con.execute(setting).fetchone()[0] == before
+        finally:
+            con.close()
+    assert [r["level"] for r in summary] == list(publish.LEVELS)
+    _assert_same_files(tmp_path / "plain", tmp_path / "threads", publish.LEVELS)
 
 
 def _file_hits(path, secrets):

@@ -123,3 +123,22 @@ def test_views_read_from_their_copies_give_the_same_entries_and_findings(city):
     assert json.dumps(copied[1], sort_keys=True, default=str) == json.dumps(plain[1], sort_keys=True, default=str) \
         == json.dumps(scanned[1], sort_keys=True, default=str)
     assert all(scan.has(*e["table"].split(".", 1)) for e in scanned[1])  # every table read by the scan
+
+
+def test_counts_taken_from_a_whole_table_read_equal_counting_it():
+    """The scan counts a table read whole (at most the sample's size) from its rows instead of a
+    second query: the same groups, in the same order, NULL last."""
+    import duckdb
+
+    from catalog.scan import count_rows, counted
+
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (institution_code VARCHAR, n INTEGER, name VARCHAR)")
+    con.executemany("INSERT INTO t VALUES (?, ?, ?)", [(c, i, "x") for i, c in enumerate(
+        ["H2", None, "H10", "h1", "", "医院A", "H2", None, "Z", "H2", "é", "H1"])])
+    rows = con.execute("SELECT institution_code, name FROM t").fetchall()
+    assert counted(rows, ("institution_code", "name"), "institution_code") == count_rows(con, "t", "institution_code")
+    assert counted(rows, ("institution_code", "name"), None) == count_rows(con, "t", None) == [(None, 12)]
+    assert counted(rows, ("name",), "institution_code") is None        # the code column not read: counted by SQL
+    con.execute("DELETE FROM t")
+    assert counted([], ("institution_code",), "institution_code") == count_rows(con, "t", "institution_code") == []

@@ -13,6 +13,7 @@ One multi-asset downstream of the marts (so ``definitions.py`` wires it with one
 """
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
 
@@ -77,6 +78,7 @@ def build_catalog_asset(upstream: Sequence[dg.AssetKey]) -> dg.AssetsDefinition:
     def catalog(context: dg.AssetExecutionContext):
         from catalog.classification import columns_cached, detect_misclassified, unclassified_columns
         from catalog.directory import build_directory, directory_json_path
+        from catalog.lineage import latest_manifest, model_lineage
         from catalog.publish import publish_all
         from catalog.scan import lake_scanned
 
@@ -84,40 +86,55 @@ def build_catalog_asset(upstream: Sequence[dg.AssetKey]) -> dg.AssetsDefinition:
 
         s = settings()
         con = connect(s)
+        publishing = pool = reader = None
         try:
             # the mart checks of this run may store their results after this step: the directory
             # lists the results table (and classifies it) from the first run on
             ensure_result_table(con)
             # the lake's columns read once, not by each of the three; every table's sample and counts
             # read in one pass by two worker threads (each view computed once), while this thread
-            # classifies, checks the samples as they come and resolves the lineage
+            # classifies, resolves the dbt models' column lineage (sqlglot: Python) and checks the
+            # samples as they come
             with columns_cached(con), lake_scanned(con):
                 unclassified = unclassified_columns(con)
+                manifest = latest_manifest(s.dbt_target_dir)
+                models = model_lineage(con, manifest) if manifest else {}
                 findings = detect_misclassified(con)
-                entries = build_directory(con, s)
+                entries = build_directory(con, s, models=models)
+            ok = not unclassified and not findings
+            if ok:
+                # the publication (DuckDB's work: the GIL released) is written meanwhile this thread
+                # reports the directory to Dagster; from this connection's instance (the lake's
+                # catalog loaded), lower levels two at a time
+                reader = con.cursor()
+                pool = ThreadPoolExecutor(1, thread_name_prefix="catalog-publish")
+                publishing = pool.submit(publish_all, s, con=reader, workers=2)
+            observed = observe_tables(context, entries, set(upstream))
+            rows = "\n".join(f"| {e['resource_code']} | {e['table']} | {e['name_zh']} | {e['share_type']} | "
+                             f"{e['max_level']} | {e['row_count']:,} |" for e in entries)
+            yield dg.MaterializeResult(asset_key=DIRECTORY_KEY, metadata={
+                "tables": len(entries),
+                "assets_observed": observed,
+                "directory": dg.MetadataValue.md("| 资源代码 | 表 | 资源名称 | 共享类型 | 最高级别 | 行数 |\n|---|---|---|---|---:|---:|\n"
+                                                 + rows),
+                "json": dg.MetadataValue.path(str(directory_json_path(s))),
+                "portal": dg.MetadataValue.path(str(directory_json_path(s).with_name("index.html"))),
+            })
+            yield dg.AssetCheckResult(asset_key=PUBLISHED_KEY, check_name="every_column_classified", passed=ok,
+                                      severity=dg.AssetCheckSeverity.ERROR, metadata={
+                                          "unclassified": len(unclassified), "detector_findings": len(findings),
+                                          "details": dg.MetadataValue.md(_findings_md(unclassified, findings))})
+            if not ok:
+                raise dg.Failure(f"{len(unclassified)} unclassified column(s) and {len(findings)} detector finding(s): "
+                                 f"nothing published; classify them in catalog/classification_overrides.yaml or dbt meta",
+                                 metadata={"unclassified": ", ".join(unclassified[:20])})
+            summary = publishing.result()
         finally:
+            if pool is not None:
+                pool.shutdown(wait=True)
+            if reader is not None:
+                release(reader)
             release(con)
-        observed = observe_tables(context, entries, set(upstream))
-        rows = "\n".join(f"| {e['resource_code']} | {e['table']} | {e['name_zh']} | {e['share_type']} | {e['max_level']} | "
-                         f"{e['row_count']:,} |" for e in entries)
-        yield dg.MaterializeResult(asset_key=DIRECTORY_KEY, metadata={
-            "tables": len(entries),
-            "assets_observed": observed,
-            "directory": dg.MetadataValue.md("| 资源代码 | 表 | 资源名称 | 共享类型 | 最高级别 | 行数 |\n|---|---|---|---|---:|---:|\n"
-                                             + rows),
-            "json": dg.MetadataValue.path(str(directory_json_path(s))),
-            "portal": dg.MetadataValue.path(str(directory_json_path(s).with_name("index.html"))),
-        })
-        ok = not unclassified and not findings
-        yield dg.AssetCheckResult(asset_key=PUBLISHED_KEY, check_name="every_column_classified", passed=ok,
-                                  severity=dg.AssetCheckSeverity.ERROR, metadata={
-                                      "unclassified": len(unclassified), "detector_findings": len(findings),
-                                      "details": dg.MetadataValue.md(_findings_md(unclassified, findings))})
-        if not ok:
-            raise dg.Failure(f"{len(unclassified)} unclassified column(s) and {len(findings)} detector finding(s): "
-                             f"nothing published; classify them in catalog/classification_overrides.yaml or dbt meta",
-                             metadata={"unclassified": ", ".join(unclassified[:20])})
-        summary = publish_all(s)
         from catalog.audit import audit_head, verify_audit_log
 
         seq, head = audit_head(s)  # anchors the governed-query audit log: a later truncation is detectable
