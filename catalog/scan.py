@@ -10,7 +10,9 @@ Most of that time is DuckDB's (the demo lake's 41 views: planning a view of view
 computing its few thousand rows); a query releases the GIL, so each worker reads its tables on a
 cursor of its own (a connection of the same instance) while the others, and the calling thread's
 Python (classification, lineage, the detectors), run on the other cores. Each worker reads its
-tables in one transaction (see ``lake.one_transaction``); nothing is written meanwhile.
+tables in one transaction (see ``lake.one_transaction``). Nothing may write to the lake while they
+read: on the SQLite catalog a reader that meets a writer's commit fails ("database is locked"),
+so ``directory.build_directory`` waits for the scan (``LakeScan.finish``) before it stores.
 
 A view is computed once: copied into a temporary table of the worker's cursor, which its sample
 and its counts read (the same rows, the same queries as ``classification.views_materialized``),

@@ -103,9 +103,9 @@ def build_catalog_asset(upstream: Sequence[dg.AssetKey]) -> dg.AssetsDefinition:
                 entries = build_directory(con, s, models=models)
             ok = not unclassified and not findings
             if ok:
-                # the publication (DuckDB's work: the GIL released) is written meanwhile this thread
-                # reports the directory to Dagster; from this connection's instance (the lake's
-                # catalog loaded), lower levels two at a time
+                # the publication (DuckDB's work: the GIL released) is written while this thread
+                # reports the directory to Dagster (no lake writes meanwhile: see catalog.scan); from
+                # this connection's instance (the lake's catalog loaded), lower levels two at a time
                 reader = con.cursor()
                 pool = ThreadPoolExecutor(1, thread_name_prefix="catalog-publish")
                 publishing = pool.submit(publish_all, s, con=reader, workers=2)
