@@ -379,6 +379,9 @@ def test_validation_in_one_transaction_equals_autocommit(lake):
             held = run_table_rules(table, rules, settings=lake, lake_con=reader, transaction=True)
             assert held == plain, table
         assert reader.execute("SELECT 42").fetchone() == (42,)
+    # without a shared connection: GX's connections are new lake connections, each in its transaction
+    for table, rules in cases[:3]:
+        assert run_table_rules(table, rules, settings=lake, transaction=True) == run_table_rules(table, rules, settings=lake)
 
 
 def test_a_lone_failing_cast_reports_its_own_error(lake):
