@@ -219,7 +219,7 @@ def _insert_manifest(con, rows: list[tuple], pub: str = "pub") -> None:
         con.unregister("_published_columns")
 
 
-def publish_all(s: Settings | None = None, levels=LEVELS, con=None, workers: int = 1) -> list[dict]:
+def publish_all(s: Settings | None = None, levels=LEVELS, con=None, workers: int = 1, classes=None) -> list[dict]:
     """Write one database per clearance level from the lake's marts; returns a summary per level.
 
     The highest level, when every column is at or below it, is a copy of the marts (every column
@@ -230,14 +230,15 @@ def publish_all(s: Settings | None = None, levels=LEVELS, con=None, workers: int
     ``con``: the lake connection to read from (the catalog step's, whose DuckDB instance has the
     lake's catalog loaded already); by default a read-only connection of its own. ``workers``: the
     lower levels are written by that many threads at once, each on a cursor of the connection's
-    instance (each level is a file of its own; a query releases the GIL).
+    instance (each level is a file of its own; a query releases the GIL). ``classes``:
+    ``classified_tables(con)`` when the caller has it (the lake's columns read once).
     """
     s = s or load_settings()
     own = con is None
     con = connect(s, read_only=True) if own else con
     previous = con.execute("SELECT current_setting('disabled_compression_methods')").fetchone()[0]
     try:
-        classes = classified_tables(con)
+        classes = classified_tables(con) if classes is None else classes
         top = max(levels, default=None)
         if top is None or any(cc.level > top for ccs in classes.values() for cc in ccs):
             return _publish_levels(con, list(levels), s, classes, "lake", workers)

@@ -79,7 +79,7 @@ def build_catalog_asset(upstream: Sequence[dg.AssetKey]) -> dg.AssetsDefinition:
         from catalog.classification import columns_cached, detect_misclassified, unclassified_columns
         from catalog.directory import build_directory, directory_json_path
         from catalog.lineage import latest_manifest, model_lineage
-        from catalog.publish import publish_all
+        from catalog.publish import classified_tables, publish_all
         from catalog.scan import lake_scanned
 
         from quality.runner import ensure_result_table
@@ -101,14 +101,15 @@ def build_catalog_asset(upstream: Sequence[dg.AssetKey]) -> dg.AssetsDefinition:
                 models = model_lineage(con, manifest) if manifest else {}
                 findings = detect_misclassified(con)
                 entries = build_directory(con, s, models=models)
-            ok = not unclassified and not findings
+                ok = not unclassified and not findings
+                classes = classified_tables(con) if ok else None  # the published columns' classes
             if ok:
                 # the publication (DuckDB's work: the GIL released) is written while this thread
                 # reports the directory to Dagster (no lake writes meanwhile: see catalog.scan); from
                 # this connection's instance (the lake's catalog loaded), lower levels two at a time
                 reader = con.cursor()
                 pool = ThreadPoolExecutor(1, thread_name_prefix="catalog-publish")
-                publishing = pool.submit(publish_all, s, con=reader, workers=2)
+                publishing = pool.submit(publish_all, s, con=reader, workers=2, classes=classes)
             observed = observe_tables(context, entries, set(upstream))
             rows = "\n".join(f"| {e['resource_code']} | {e['table']} | {e['name_zh']} | {e['share_type']} | "
                              f"{e['max_level']} | {e['row_count']:,} |" for e in entries)
