@@ -808,11 +808,18 @@ def run_bronze_rules(datasets: Sequence[str] | None = None, batch_ids: Sequence[
                 name, batch_ids, s, run_id=run_id, run_at=run_at, store=False, gx=False, con=con, sync=False,
                 has_ops=has_ops, loaded=loaded, thresholds=thresholds)
         institutions = score_institutions([b for r in runs.values() for b in r.batches], threshold)
-        if store:
-            _store_runs(con, list(runs.values()))
-            _store(con, INSTITUTION_SCORE_TABLE, INSTITUTION_COLUMNS, [
-                {"run_id": run_id, "run_at": run_at, **asdict(i), "datasets": ",".join(i.datasets)}
-                for i in institutions])
+        if store:  # the three appends in one transaction: one DuckLake snapshot, all or nothing
+            con.execute("BEGIN")
+            try:
+                _store_runs(con, list(runs.values()))
+                _store(con, INSTITUTION_SCORE_TABLE, INSTITUTION_COLUMNS, [
+                    {"run_id": run_id, "run_at": run_at, **asdict(i), "datasets": ",".join(i.datasets)}
+                    for i in institutions])
+                con.execute("COMMIT")
+            except Exception:
+                with contextlib.suppress(Exception):
+                    con.execute("ROLLBACK")
+                raise
     if gx:
         from quality.runner import run_table_rules, store_results
 
