@@ -16,7 +16,8 @@ so ``directory.build_directory`` waits for the scan (``LakeScan.finish``) before
 
 A view is computed once: copied into a temporary table of the worker's cursor, which its sample
 and its counts read (the same rows, the same queries as ``classification.views_materialized``),
-then dropped. The answers are those of the plain functions: they use the scan only for a table
+then dropped. A table whose sample is all of it (fewer rows than the sample's size) is counted
+from those rows (``counted``), not by a second query. The answers are those of the plain functions: they use the scan only for a table
 whose sample was asked with the same columns and size, else they read the table themselves.
 """
 
@@ -34,7 +35,8 @@ import duckdb
 
 from healthlake.lake import one_transaction
 
-__all__ = ["lake_scanned", "active_scan", "LakeScan", "count_rows", "institution_column", "DEFAULT_WORKERS"]
+__all__ = ["lake_scanned", "active_scan", "LakeScan", "TableScan", "count_rows", "counted", "institution_column",
+           "DEFAULT_WORKERS"]
 
 # Two cursors: the demo machine's two cores (each query on one thread: HEALTHLAKE_DUCKDB_THREADS=1).
 DEFAULT_WORKERS = max(1, min(2, os.cpu_count() or 1))
