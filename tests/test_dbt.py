@@ -844,12 +844,9 @@ def test_large_facts_build_incrementally_by_batch_and_equal_a_full_refresh(built
 
 def test_dbt_duckdb_threads_follow_the_lake_setting(built_lake, monkeypatch):
     """dbt's DuckDB takes HEALTHLAKE_DUCKDB_THREADS like the lake's other instances (the demo sets 1:
-    on its small tables a query's parallel start-up costs more than it saves), else one per core.
-    The run's on-run-start hook sets it (macros/duckdb_threads.sql), outside the profile, so a
-    manifest parsed with another thread count is still partially parsed, not parsed again."""
+    on its small tables a query's parallel start-up costs more than it saves), else one per core."""
     def dbt_threads():
-        sql = "{{ apply_duckdb_threads() }} select current_setting('threads') as threads"
-        result = run_dbt("-q", "show", "--inline", sql, "--output", "json")
+        result = run_dbt("-q", "show", "--inline", "select current_setting('threads') as threads", "--output", "json")
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         return json.loads(result.stdout)["show"][0]["threads"]
 
@@ -858,13 +855,3 @@ def test_dbt_duckdb_threads_follow_the_lake_setting(built_lake, monkeypatch):
     assert dbt_threads() == 1
     monkeypatch.delenv("HEALTHLAKE_DUCKDB_THREADS")
     assert dbt_threads() == (os.cpu_count() or 1)
-
-    # The manifest parsed with one thread count, a run with another: dbt keeps the parse, and the
-    # run's first statement sets the run's count.
-    monkeypatch.setenv("HEALTHLAKE_DUCKDB_THREADS", "3")
-    assert run_dbt("-q", "parse").returncode == 0
-    monkeypatch.setenv("HEALTHLAKE_DUCKDB_THREADS", "1")
-    result = run_dbt("--debug", "test", "--select", "not_null_dim_person_person_key")
-    assert result.returncode == 0, result.stdout[-3000:]
-    assert "Unable to do partial parsing" not in result.stdout
-    assert "set threads = 1" in result.stdout
