@@ -317,12 +317,20 @@ def test_check_digit_rule_agrees_with_python(lake):
 
 # --- Errors, empty and missing tables ---------------------------------------------------------
 
+# Rules on population.dim_person shared by the error tests: one that runs, a regex DuckDB cannot
+# compile, a cast that fails inside DuckDB (VARCHAR vs integers).
+NOT_NULL_BIRTH_DATE = {"id": "X-001", "name": "正常规则", "dimension": "completeness", "severity": "major",
+                       "expectation": "expect_column_values_to_not_be_null", "kwargs": {"column": "birth_date"}}
+BAD_REGEX = {"id": "X-002", "name": "错误正则", "dimension": "validity", "severity": "major",
+             "expectation": "expect_column_values_to_match_regex", "kwargs": {"column": "id_number", "regex": "(abc"}}
+TYPE_MISMATCH = {"id": "X-007", "name": "类型不符", "dimension": "validity", "severity": "major",
+                 "expectation": "expect_column_values_to_be_in_set", "kwargs": {"column": "id_number", "value_set": [1, 2]}}
+
+
 def test_one_broken_rule_is_error_alone(lake):
     rules = [
-        {"id": "X-001", "name": "正常规则", "dimension": "completeness", "severity": "major",
-         "expectation": "expect_column_values_to_not_be_null", "kwargs": {"column": "birth_date"}},
-        {"id": "X-002", "name": "错误正则", "dimension": "validity", "severity": "major",
-         "expectation": "expect_column_values_to_match_regex", "kwargs": {"column": "id_number", "regex": "(abc"}},
+        NOT_NULL_BIRTH_DATE,
+        BAD_REGEX,
         {"id": "X-003", "name": "不存在的列", "dimension": "completeness", "severity": "major",
          "expectation": "expect_column_values_to_not_be_null", "kwargs": {"column": "no_such_column"}},
         {"id": "X-004", "name": "缺少参数", "dimension": "validity", "severity": "major",
@@ -332,9 +340,7 @@ def test_one_broken_rule_is_error_alone(lake):
          "kwargs": {"unexpected_rows_query": "SELECT * FROM {batch} WHERE no_such_column > 1"}},
         {"id": "X-006", "name": "正常规则二", "dimension": "uniqueness", "severity": "major",
          "expectation": "expect_column_values_to_be_unique", "kwargs": {"column": "person_key"}},
-        # a failing cast inside DuckDB (VARCHAR vs integers): must not abort the other rules' queries
-        {"id": "X-007", "name": "类型不符", "dimension": "validity", "severity": "major",
-         "expectation": "expect_column_values_to_be_in_set", "kwargs": {"column": "id_number", "value_set": [1, 2]}},
+        TYPE_MISMATCH,  # a failing cast inside DuckDB: must not abort the other rules' queries
         {"id": "X-008", "name": "正常规则三", "dimension": "validity", "severity": "major",
          "expectation": "expect_column_values_to_match_regex",
          "kwargs": {"column": "id_number", "regex": "^[0-9]{17}[0-9X]$"}},
@@ -361,14 +367,11 @@ def test_validation_in_one_transaction_equals_autocommit(lake):
     whose rules err (which aborts the transaction) is validated again in autocommit mode: every
     result is the same as in autocommit mode alone, broken rules, missing tables and GX's
     connections left usable included."""
-    broken = [
-        {"id": "X-001", "name": "正常规则", "dimension": "completeness", "severity": "major",
-         "expectation": "expect_column_values_to_not_be_null", "kwargs": {"column": "birth_date"}},
-        {"id": "X-002", "name": "错误正则", "dimension": "validity", "severity": "major",
-         "expectation": "expect_column_values_to_match_regex", "kwargs": {"column": "id_number", "regex": "(abc"}},
-        {"id": "X-007", "name": "类型不符", "dimension": "validity", "severity": "major",
-         "expectation": "expect_column_values_to_be_in_set", "kwargs": {"column": "id_number", "value_set": [1, 2]}},
-    ]
+    from quality.reference import sync_reference
+
+    with contextlib.closing(connect(lake)) as con:
+        sync_reference(con, lake)  # the mart rules' reference tables, also when this test runs alone
+    broken = [NOT_NULL_BIRTH_DATE, BAD_REGEX, TYPE_MISMATCH]
     cases = [("population.dim_person", broken), ("population.no_such_table", broken[:1])]
     cases += [(t, RULES_DIR / f"{t}.yaml") for t in ("population.dim_person", "emr.fct_encounter",
                                                       "resource.dim_institution", "resource.dim_practitioner",
