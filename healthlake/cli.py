@@ -382,12 +382,12 @@ def cmd_ui(args) -> int:
 
 
 def cmd_dbt_parse(args) -> int:
-    from pipelines.defs.dbt.resources import dbt_project, parse_manifest
+    from pipelines.defs.dbt.resources import dbt_project, manifest_is_stale, parse_manifest
 
-    # dbt_project() parses a root without a manifest itself: not a second time (a dbt start, ~5 s)
-    had_manifest = (load_settings().dbt_target_dir / "manifest.json").exists()
+    # dbt_project() parses a missing or stale manifest itself: not a second time (a dbt start, ~5 s)
+    parsed = manifest_is_stale(load_settings().dbt_target_dir / "manifest.json")
     project = dbt_project()
-    print(f"dbt manifest: {parse_manifest(project) if had_manifest else project.manifest_path}")
+    print(f"dbt manifest: {project.manifest_path if parsed else parse_manifest(project)}")
     return 0
 
 
