@@ -126,7 +126,8 @@ _RULE_SQL = re.compile(r"^SELECT \* FROM \{batch\}(?: WHERE (?P<where>.*?))?(?: 
 
 def _flags(rules) -> tuple[list[str], list[str]]:
     """(flag expressions AS f_i, one per rule) for the inner select, and the flag names in rule order."""
-    from quality.scoring import _col, _predicate
+    from healthlake.lake import quote_ident
+    from quality.scoring import _predicate
 
     exprs, names = [], []
     for i, r in enumerate(rules):
@@ -143,7 +144,7 @@ def _flags(rules) -> tuple[list[str], list[str]]:
             else:
                 expr = f"coalesce({where}, false)"
         elif r.expectation == "expect_column_values_to_be_unique":
-            c = _col(r.kwargs["column"])
+            c = quote_ident(r.kwargs["column"])
             expr = f"{c} IS NOT NULL AND count(*) OVER (PARTITION BY {c}) > 1"
         else:
             expr = f"coalesce({_predicate(r)}, false)"

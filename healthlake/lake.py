@@ -49,6 +49,11 @@ def packaged_extensions() -> dict[str, Path]:
     return found
 
 
+def quote_ident(name) -> str:
+    """An SQL identifier (schema, table, column) quoted for DuckDB."""
+    return '"' + str(name).replace('"', '""') + '"'
+
+
 def duckdb_config(s: Settings) -> dict:
     config = {
         "extension_directory": str(s.extension_dir),
@@ -308,6 +313,19 @@ def one_transaction(con: duckdb.DuckDBPyConnection):
             con.execute("ROLLBACK")
         raise
     con.execute("COMMIT")
+
+
+def strict_in_one_transaction(con: duckdb.DuckDBPyConnection, run, what: str):
+    """``run(strict=True)`` in one transaction (``one_transaction``: one DuckLake snapshot, temporary
+    objects without a commit each). DuckDB aborts a transaction at its first error, so on any error
+    it is rolled back and ``run()`` runs again in autocommit mode, where the caller's statement-by-
+    statement fallbacks isolate the failing statement. ``what`` names the work in the log."""
+    try:
+        with one_transaction(con):
+            return run(strict=True)
+    except Exception as e:  # noqa: BLE001 - run again statement by statement
+        log.info("%s in one transaction failed (%s): again statement by statement", what, str(e).splitlines()[0][:200])
+    return run()
 
 
 def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:

@@ -49,6 +49,7 @@ import duckdb
 
 from catalog.standard import bronze_ddl, get_dataset
 from healthlake.config import Settings, postgres_url_to_libpq, settings as load_settings
+from healthlake.lake import quote_ident
 from ingest_adapters.bookkeeping import ensure_ops_tables, record_batch, sync_institutions
 from ingest_adapters.errors import IngestError, UnreadableFileError
 from ingest_adapters.ingest import BatchResult
@@ -74,10 +75,6 @@ FRONTEND_DDL = (
 
 class FrontendError(IngestError):
     """A front-end database feed cannot be pulled (unreachable, missing table or column)."""
-
-
-def _q(name: str) -> str:
-    return '"' + str(name).replace('"', '""') + '"'
 
 
 def _lit(value: str) -> str:
@@ -123,7 +120,7 @@ def _columns(con, schema: str, table: str, label: str) -> dict[str, str]:
     # DESCRIBE the one table: duckdb_columns() would walk every attached catalog (the lake's too:
     # 2.3 s of a 2.9 s pull on the demo lake)
     try:
-        cols = {r[0]: r[1] for r in con.execute(f"DESCRIBE {SRC}.{_q(schema)}.{_q(table)}").fetchall()}
+        cols = {r[0]: r[1] for r in con.execute(f"DESCRIBE {SRC}.{quote_ident(schema)}.{quote_ident(table)}").fetchall()}
     except duckdb.CatalogException:
         cols = {}
     if not cols:
@@ -135,9 +132,9 @@ def _columns(con, schema: str, table: str, label: str) -> dict[str, str]:
 
 
 def _pull_sql(elements, feed: Feed, schema: str, table: str, wm: str, wm_type: str, since: str | None) -> str:
-    casts = ", ".join(f"CAST({_q(feed.mapping[e])} AS VARCHAR) AS {_q(e)}" for e in elements)
-    where = f"{_q(wm)} IS NOT NULL" + (f" AND {_q(wm)} >= CAST({_lit(since)} AS {wm_type})" if since is not None else "")
-    return (f"SELECT {casts}, {_q(wm)} AS __wm FROM {SRC}.{_q(schema)}.{_q(table)} WHERE {where}")
+    casts = ", ".join(f"CAST({quote_ident(feed.mapping[e])} AS VARCHAR) AS {quote_ident(e)}" for e in elements)
+    where = f"{quote_ident(wm)} IS NOT NULL" + (f" AND {quote_ident(wm)} >= CAST({_lit(since)} AS {wm_type})" if since is not None else "")
+    return (f"SELECT {casts}, {quote_ident(wm)} AS __wm FROM {SRC}.{quote_ident(schema)}.{quote_ident(table)} WHERE {where}")
 
 
 def pull_feed(con: duckdb.DuckDBPyConnection, institution: str, feed: Feed, registry: Registry | None = None) -> BatchResult:
@@ -179,10 +176,10 @@ def pull_feed(con: duckdb.DuckDBPyConnection, institution: str, feed: Feed, regi
                             [institution, feed.id]).fetchone()
         since = state[0] if state else None
 
-        hash_expr = "hash(" + ", ".join(_q(e) for e in elements) + ")"
+        hash_expr = "hash(" + ", ".join(quote_ident(e) for e in elements) + ")"
         con.execute(f"CREATE OR REPLACE TEMP TABLE _fe_pull AS SELECT *, {hash_expr} AS __hash "
                     f"FROM ({_pull_sql(elements, feed, schema, table, wm, wm_type, since)})")
-        null_wm = con.execute(f"SELECT count(*) FROM {SRC}.{_q(schema)}.{_q(table)} WHERE {_q(wm)} IS NULL").fetchone()[0]
+        null_wm = con.execute(f"SELECT count(*) FROM {SRC}.{quote_ident(schema)}.{quote_ident(table)} WHERE {quote_ident(wm)} IS NULL").fetchone()[0]
         if since is not None:
             # rows at exactly the previous maximum that were already loaded (same content)
             con.execute(f"DELETE FROM _fe_pull WHERE __wm = CAST(? AS {wm_type}) AND __hash IN "
@@ -190,10 +187,10 @@ def pull_feed(con: duckdb.DuckDBPyConnection, institution: str, feed: Feed, regi
                         [since, institution, feed.id])
         keys = ds.key_elements
         # record numbers in watermark order, ties by business key: stable across pulls
-        order = ", ".join(["__wm"] + [_q(k) for k in keys] + ["__hash"])
+        order = ", ".join(["__wm"] + [quote_ident(k) for k in keys] + ["__hash"])
         con.execute(f"CREATE OR REPLACE TEMP TABLE _fe_rows AS SELECT *, row_number() OVER (ORDER BY {order}) "
                     "AS __ord FROM _fe_pull")
-        missing_key = " OR ".join(f"{_q(k)} IS NULL" for k in keys) or "false"
+        missing_key = " OR ".join(f"{quote_ident(k)} IS NULL" for k in keys) or "false"
         new_max = con.execute("SELECT CAST(max(__wm) AS VARCHAR) FROM _fe_rows").fetchone()[0]
         if new_max is None:   # nothing new: a no-op (no batch row), reported as skipped
             last = con.execute("SELECT batch_id FROM ops.frontend_watermark WHERE institution_code = ? AND feed = ?",
@@ -206,14 +203,14 @@ def pull_feed(con: duckdb.DuckDBPyConnection, institution: str, feed: Feed, regi
                 log.warning("%s: %d rows have a NULL watermark (%s) and cannot be pulled incrementally",
                             label, null_wm, wm)
             return result
-        raw_line = "concat_ws('|', " + ", ".join(f"coalesce({_q(e)}, '')" for e in elements) + ")"
+        raw_line = "concat_ws('|', " + ", ".join(f"coalesce({quote_ident(e)}, '')" for e in elements) + ")"
         rejects = con.execute(f"SELECT __ord, {raw_line} FROM _fe_rows WHERE {missing_key} ORDER BY __ord").fetchall()
         lineage = ["_institution_code", "_feed", "_batch_id", "_source_file", "_source_row", "_ingested_at", "_row_hash"]
-        cols_sql = ", ".join(_q(c) for c in elements + lineage)
+        cols_sql = ", ".join(quote_ident(c) for c in elements + lineage)
         con.execute("BEGIN")
         try:
             loaded = con.execute(
-                f"INSERT INTO bronze.{ds.name} ({cols_sql}) SELECT {', '.join(_q(e) for e in elements)}, ?, ?, ?, ?, "
+                f"INSERT INTO bronze.{ds.name} ({cols_sql}) SELECT {', '.join(quote_ident(e) for e in elements)}, ?, ?, ?, ?, "
                 f"__ord, ?::TIMESTAMPTZ, __hash FROM _fe_rows WHERE NOT ({missing_key}) ORDER BY __ord",
                 [institution, feed.id, batch_id, label, started]).fetchone()[0]
             if rejects:
@@ -312,8 +309,8 @@ def open_sqlite(con: duckdb.DuckDBPyConnection, path: Path, feed: Feed, workdir:
         raise UnreadableFileError(f"{Path(path).name}: cannot read table '{table}': {str(e).splitlines()[0]}",
                                   path=str(path)) from None
     wm = feed.options.get("watermark")
-    order = f" ORDER BY {_q(wm)}" if wm in cols else ""
-    casts = ", ".join(f"CAST({_q(c)} AS VARCHAR) AS {_q(c)}" for c in cols)
+    order = f" ORDER BY {quote_ident(wm)}" if wm in cols else ""
+    casts = ", ".join(f"CAST({quote_ident(c)} AS VARCHAR) AS {quote_ident(c)}" for c in cols)
     return SourceScan(columns=cols, from_sql=f"(SELECT {casts} FROM sqlite_scan({_lit(str(path))}, {_lit(table)}){order})")
 
 

@@ -22,6 +22,7 @@ import duckdb
 
 from catalog.standard import bronze_ddl, datasets, get_dataset
 from healthlake.config import Settings, settings as load_settings
+from healthlake.lake import quote_ident
 from ingest_adapters.bookkeeping import (INDEX_TABLE, batch_states, cached_loaded, ensure_ops_tables,
                                           record_batch, sync_institutions)
 from ingest_adapters.errors import IngestError
@@ -81,11 +82,7 @@ def ensure_bronze_tables(con: duckdb.DuckDBPyConnection) -> None:
         for column, sql_type in get_dataset(name).bronze_columns():
             if column not in have:
                 log.info("bronze.%s: adding the new data element %s", name, column)
-                con.execute(f"ALTER TABLE bronze.{_q(name)} ADD COLUMN {_q(column)} {sql_type}")
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+                con.execute(f"ALTER TABLE bronze.{quote_ident(name)} ADD COLUMN {quote_ident(column)} {sql_type}")
 
 
 def _renumber_sql(table: str) -> str:
@@ -276,23 +273,23 @@ def _load_single(con, scan: SourceScan, feed, ds, batch: dict, result: BatchResu
         raise IngestError(f"header drift: the file lacks the mapped columns {missing}; "
                           f"its columns are {scan.columns}")
     elements = [e for e in ds.element_names if e in feed.mapping]
-    select = ", ".join(f"{_q(feed.mapping[e])} AS {_q(e)}" for e in elements)
-    hash_expr = "hash(" + ", ".join(_q(e) for e in elements) + ")"
+    select = ", ".join(f"{quote_ident(feed.mapping[e])} AS {quote_ident(e)}" for e in elements)
+    hash_expr = "hash(" + ", ".join(quote_ident(e) for e in elements) + ")"
     table = f"bronze.{ds.name}"
     cols = elements + ["_institution_code", "_feed", "_batch_id", "_source_file", "_source_row",
                        "_ingested_at", "_row_hash"]
     numbered_by = scan.ordinal_column or scan.sequence_column
-    ordinal = _q(numbered_by) if numbered_by else "row_number() OVER ()"
+    ordinal = quote_ident(numbered_by) if numbered_by else "row_number() OVER ()"
     lineage = {"_institution_code": result.institution_code, "_feed": result.feed, "_batch_id": result.batch_id,
                "_source_file": batch["source_file"]}
     if scan.lineage_values is not None:
         scan.lineage_values.update(lineage)
-        select += "".join(f", {_q(streamed_column(c))} AS {_q(c)}" for c in STREAMED_LINEAGE)
-        lineage_sql, params = ", ".join(_q(c) for c in lineage), [started]
+        select += "".join(f", {quote_ident(streamed_column(c))} AS {quote_ident(c)}" for c in STREAMED_LINEAGE)
+        lineage_sql, params = ", ".join(quote_ident(c) for c in lineage), [started]
     else:
         lineage_sql, params = ", ".join("?" for _ in lineage), [*lineage.values(), started]
-    insert = (f"INSERT INTO {table} ({', '.join(_q(c) for c in cols)}) "
-              f"SELECT {', '.join(_q(e) for e in elements)}, {lineage_sql}, __ord, ?::TIMESTAMPTZ, {hash_expr} "
+    insert = (f"INSERT INTO {table} ({', '.join(quote_ident(c) for c in cols)}) "
+              f"SELECT {', '.join(quote_ident(e) for e in elements)}, {lineage_sql}, __ord, ?::TIMESTAMPTZ, {hash_expr} "
               f"FROM (SELECT {ordinal} AS __ord, {select} FROM {scan.from_sql})")
     try:
         inserted = con.execute(insert, params).fetchone()[0]
@@ -340,11 +337,11 @@ def _load_multi(con, scan: MultiScan, feed, batch: dict, result: BatchResult, st
             name = f"_hl_multi_{i}"
             con.register(name, table)
             names.append(name)
-            hash_expr = "hash(" + ", ".join(_q(e) for e in elements) + ")"
+            hash_expr = "hash(" + ", ".join(quote_ident(e) for e in elements) + ")"
             cols = elements + lineage
             rows_by_dataset[dataset] = con.execute(
-                f"INSERT INTO bronze.{dataset} ({', '.join(_q(c) for c in cols)}) "
-                f"SELECT {', '.join(_q(e) for e in elements)}, ?, ?, ?, ?, {ORDINAL}, ?::TIMESTAMPTZ, {hash_expr} "
+                f"INSERT INTO bronze.{dataset} ({', '.join(quote_ident(c) for c in cols)}) "
+                f"SELECT {', '.join(quote_ident(e) for e in elements)}, ?, ?, ?, ?, {ORDINAL}, ?::TIMESTAMPTZ, {hash_expr} "
                 f"FROM {name} ORDER BY {ORDINAL}",
                 [result.institution_code, result.feed, batch["batch_id"], batch["source_file"], started]).fetchone()[0]
         if scan.on_commit is not None:
@@ -365,8 +362,8 @@ def _load_multi(con, scan: MultiScan, feed, batch: dict, result: BatchResult, st
 
 def _reject_undecodable(con, table, elements, delimiter, encoding, batch_id, rejects: list[Reject]) -> int:
     """Move rows holding bytes that were not valid in the declared encoding to the rejects."""
-    cond = " OR ".join(f"contains({_q(e)}, '{REPLACEMENT}')" for e in elements)
-    raw = "concat_ws(" + "'" + delimiter.replace("'", "''") + "', " + ", ".join(f"coalesce({_q(e)}, '')" for e in elements) + ")"
+    cond = " OR ".join(f"contains({quote_ident(e)}, '{REPLACEMENT}')" for e in elements)
+    raw = "concat_ws(" + "'" + delimiter.replace("'", "''") + "', " + ", ".join(f"coalesce({quote_ident(e)}, '')" for e in elements) + ")"
     rows = con.execute(f"SELECT _source_row, {raw} FROM {table} WHERE _batch_id = ? AND ({cond}) ORDER BY 1",
                        [batch_id]).fetchall()
     for source_row, line in rows:

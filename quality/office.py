@@ -148,7 +148,8 @@ def load_samples(con, worst: Sequence[dict], n: int = SAMPLE_ROWS) -> dict[str, 
     """Sample failing rows per worst rule: institution, file, row number, masked value."""
     from catalog.standard import get_dataset
     from quality.rectification import MASK_LEVEL, mask_value
-    from quality.scoring import _col, failing_rows_sql, rules_for_dataset
+    from healthlake.lake import quote_ident
+    from quality.scoring import failing_rows_sql, rules_for_dataset
 
     out: dict[str, list[dict]] = {}
     for w in worst:
@@ -160,7 +161,7 @@ def load_samples(con, worst: Sequence[dict], n: int = SAMPLE_ROWS) -> dict[str, 
             elem = rule.field if rule.field in levels else None
             cols = ["_institution_code", "_source_file", "_source_row"] + [c for c in (key, elem) if c]
             sql = failing_rows_sql(rule, f"{LAKE}.bronze.{w['dataset']}")
-            rows = con.execute(f"SELECT DISTINCT {', '.join(_col(c) for c in cols)} FROM ({sql}) "
+            rows = con.execute(f"SELECT DISTINCT {', '.join(quote_ident(c) for c in cols)} FROM ({sql}) "
                                f"ORDER BY 1, 2, 3 LIMIT {int(n)}").fetchall()
         except Exception:  # noqa: BLE001 - a rule that cannot sample shows no samples, the report still renders
             out[w["rule_id"]] = []

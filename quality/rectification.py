@@ -22,15 +22,13 @@ masked (``mask_value``): the list travels to the institution by ordinary channel
 from __future__ import annotations
 
 import contextlib
+import functools
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from openpyxl.cell.cell import ERROR_CODES, ILLEGAL_CHARACTERS_RE
-from openpyxl.utils import get_column_letter
-
 from healthlake.config import Settings, settings as load_settings
-from healthlake.lake import LAKE, connect
+from healthlake.lake import LAKE, connect, strict_in_one_transaction
 from quality.catalogue import Rule
 from quality.errors import QualityError
 
@@ -177,18 +175,19 @@ def _failing_rows_together(con, view: str, rules: Sequence[Rule], fields: dict[s
     instead of one per rule: each costs a plan and a read of the lake table's metadata (demo gate,
     10 institutions' lists: 146 queries).
     """
-    from quality.scoring import _BATCH_SQL, _col, _lit, failing_flag_sql
+    from healthlake.lake import quote_ident
+    from quality.scoring import _BATCH_SQL, _lit, failing_flag_sql
 
     values = sorted({f for f in fields.values() if f})
     slot = {f: i for i, f in enumerate(values)}
-    flags = ", ".join(f"{failing_flag_sql(r)} AS {_col(r.id)}" for r in rules)
+    flags = ", ".join(f"{failing_flag_sql(r)} AS {quote_ident(r.id)}" for r in rules)
     names = ["_rect_key"] + [f"_rect_v{i}" for i in range(len(values))]
-    cols = ", ".join(f"{e} AS {n}" for e, n in zip([key_sql] + [_col(f) for f in values], names))
+    cols = ", ".join(f"{e} AS {n}" for e, n in zip([key_sql] + [quote_ident(f) for f in values], names))
     order = "CASE rule_id " + " ".join(f"WHEN {_lit(r.id)} THEN {i}" for i, r in enumerate(rules)) + " END"
     rows = con.execute(
         f"SELECT rule_id, _institution_code, _source_file, _source_row, {', '.join(names)} "
         f"FROM (SELECT _rect_rid, _institution_code, _source_file, _source_row, {cols}, {flags} FROM {_BATCH_SQL.format(scope=view)}) "
-        f"AS _flags UNPIVOT (failed FOR rule_id IN ({', '.join(_col(r.id) for r in rules)})) WHERE failed "
+        f"AS _flags UNPIVOT (failed FOR rule_id IN ({', '.join(quote_ident(r.id) for r in rules)})) WHERE failed "
         f"ORDER BY {order}, _source_file, _source_row, _rect_rid").fetchall()
     out: dict[str, list[tuple]] = {}
     for rule_id, inst, src, row, bkey, *vals in rows:
@@ -210,10 +209,7 @@ def _rows_in_one_transaction(con, datasets: Sequence[str], codes, batch_ids, sev
                 for row in rectification_rows(con, dataset, rules_for_dataset(dataset).rules, codes, batch_ids,
                                               severities, strict=strict)]
 
-    try:
-        con.execute("BEGIN")
-    except Exception:  # noqa: BLE001 - already in the caller's transaction
-        return read()
+    return strict_in_one_transaction(con, read, "quality: rectification rows")
     try:
         rows = read(strict=True)
         con.execute("COMMIT")
@@ -384,22 +380,32 @@ def _stream_plain_rows(sheet) -> None:
     writer.write_row = write_row
 
 
-_COLUMN_LETTERS = [get_column_letter(i) for i in range(1, 65)]
 _INF = (float("inf"), float("-inf"))
+
+
+@functools.cache
+def _openpyxl_cell_rules():
+    """openpyxl's column letters (1-64), error codes and illegal characters: imported when a list is
+    written, not with the package (openpyxl's import, ~0.2 s, stays out of every definitions load)."""
+    from openpyxl.cell.cell import ERROR_CODES, ILLEGAL_CHARACTERS_RE
+    from openpyxl.utils import get_column_letter
+
+    return [get_column_letter(i) for i in range(1, 65)], ERROR_CODES, ILLEGAL_CHARACTERS_RE
 
 
 def _cell_xml(col: int, row: int, value) -> str | None:
     """A cell's XML as openpyxl writes it in a write-only sheet (inline string / number), or None."""
-    if col > len(_COLUMN_LETTERS):
+    letters, error_codes, illegal = _openpyxl_cell_rules()
+    if col > len(letters):
         return None
     t = type(value)
     if t is str:
         if (not value or len(value) > 32767 or value[0] == "=" or value.strip() != value
-                or ILLEGAL_CHARACTERS_RE.search(value) or value in ERROR_CODES):
+                or illegal.search(value) or value in error_codes):
             return None
-        return f'<c r="{_COLUMN_LETTERS[col - 1]}{row}" t="inlineStr"><is><t>{value.translate(_XML_TEXT)}</t></is></c>'
+        return f'<c r="{letters[col - 1]}{row}" t="inlineStr"><is><t>{value.translate(_XML_TEXT)}</t></is></c>'
     if t is int or (t is float and value == value and value not in _INF):
-        return f'<c r="{_COLUMN_LETTERS[col - 1]}{row}" t="n"><v>{"%.16g" % value}</v></c>'
+        return f'<c r="{letters[col - 1]}{row}" t="n"><v>{"%.16g" % value}</v></c>'
     return None
 
 

@@ -37,6 +37,7 @@ rows) at or above the threshold.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import re
 import time
@@ -48,7 +49,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from healthlake.config import Settings, settings as load_settings
-from healthlake.lake import LAKE, connect, table_exists
+from healthlake.lake import LAKE, connect, one_transaction, quote_ident, strict_in_one_transaction, table_exists
 from quality.catalogue import DEFAULT_THRESHOLD, RULES_DIR, Rule, RuleFile, gate_threshold, load_rules_file
 from quality.errors import QualityError
 from quality.runner import ERROR, FAIL, NOT_APPLICABLE, PASS, RuleResult, _short
@@ -191,10 +192,6 @@ def _lit(value: Any) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def _col(name: str) -> str:
-    return '"' + str(name).replace('"', '""') + '"'
-
-
 def _predicate(rule: Rule) -> str:
     """The failing-row condition of a column-map expectation, with GX's null handling."""
     kw = dict(rule.kwargs)
@@ -204,7 +201,7 @@ def _predicate(rule: Rule) -> str:
         raise QualityError(f"{rule.id}: kwargs {sorted(unsupported)} are not supported by the grouped scoring")
     if "column" not in kw:
         raise QualityError(f"{rule.id}: a column-map expectation needs `column`")
-    c = _col(kw["column"])
+    c = quote_ident(kw["column"])
     e = rule.expectation
     if e == "expect_column_values_to_not_be_null":
         return f"{c} IS NULL"
@@ -249,7 +246,7 @@ def failing_rows_sql(rule: Rule, scope: str = SCOPE_VIEW) -> str:
             raise QualityError(f"{rule.id}: unexpected_rows_query is missing")
         return str(query).format(batch=batch)
     if rule.expectation == "expect_column_values_to_be_unique":
-        c = _col(rule.kwargs["column"])
+        c = quote_ident(rule.kwargs["column"])
         return f"SELECT * FROM {batch} WHERE {c} IS NOT NULL QUALIFY count(*) OVER (PARTITION BY {c}) > 1"
     return f"SELECT * FROM {batch} WHERE {_predicate(rule)}"
 
@@ -281,7 +278,7 @@ def failing_flag_sql(rule: Rule) -> str | None:
         c = where or "true"
         return f"(coalesce({c}, false) AND coalesce({qualify.replace(' OVER (PARTITION BY ', f' OVER (PARTITION BY ({c}), ')}, false))"
     if e == "expect_column_values_to_be_unique":
-        col = _col(rule.kwargs["column"])
+        col = quote_ident(rule.kwargs["column"])
         return f"({col} IS NOT NULL AND count(*) OVER (PARTITION BY {col}) > 1)"
     try:
         return f"coalesce({_predicate(rule)}, false)"
@@ -296,8 +293,8 @@ def combined_failing_rows_sql(rules: Sequence[Rule], scope: str = SCOPE_VIEW) ->
     the rows and unpivoted: the same rows as one ``failing_rows_sql`` query per rule, for one scan.
     """
     flags = [(r.id, failing_flag_sql(r)) for r in rules]
-    cols = ", ".join(f"{f} AS {_col(rid)}" for rid, f in flags)
-    names = ", ".join(_col(rid) for rid, _ in flags)
+    cols = ", ".join(f"{f} AS {quote_ident(rid)}" for rid, f in flags)
+    names = ", ".join(quote_ident(rid) for rid, _ in flags)
     return (f"SELECT rule_id, _batch_id, _source_row FROM ("
             f"SELECT _batch_id, _source_row, {cols} FROM {_BATCH_SQL.format(scope=scope)}) AS _flags "
             f"UNPIVOT (failed FOR rule_id IN ({names})) WHERE failed")
@@ -400,8 +397,8 @@ def combined_counts_sql(rules: Sequence[Rule], critical: Sequence[str], scope: s
     window the pass streams: no row is materialised, whatever the size of the batch.
     """
     flags = [(r.id, failing_flag_sql(r)) for r in rules]
-    crit = " OR ".join(_col(c) for c in critical) or "false"
-    counts = ", ".join(f"count_if({_col(rid)})" for rid, _ in flags)
+    crit = " OR ".join(quote_ident(c) for c in critical) or "false"
+    counts = ", ".join(f"count_if({quote_ident(rid)})" for rid, _ in flags)
     batch = _BATCH_SQL.format(scope=scope)
     computed = [(rid, f) for rid, f in flags if windowed is None or not _has_window(f)]
     if cse:
@@ -410,11 +407,11 @@ def combined_counts_sql(rules: Sequence[Rule], critical: Sequence[str], scope: s
         if hoisted:
             batch = (f"(SELECT *, {', '.join(f'{e} AS {n}' for n, e in hoisted)} FROM {batch}) AS subselect")
     if windowed is None:
-        cols = ", ".join(f"{f} AS {_col(rid)}" for rid, f in computed)
+        cols = ", ".join(f"{f} AS {quote_ident(rid)}" for rid, f in computed)
         return (f"SELECT _batch_id, {counts}, count_if({crit}) FROM ("
                 f"SELECT _batch_id, {cols} FROM {batch}) AS _flags GROUP BY _batch_id")
-    cols = ", ".join(["_rid", "_batch_id"] + [f"{f} AS {_col(rid)}" for rid, f in computed])
-    outer = ", ".join(f"_flags.{_col(rid)}" if not _has_window(f) else f"coalesce(_w.{_col(rid)}, false) AS {_col(rid)}"
+    cols = ", ".join(["_rid", "_batch_id"] + [f"{f} AS {quote_ident(rid)}" for rid, f in computed])
+    outer = ", ".join(f"_flags.{quote_ident(rid)}" if not _has_window(f) else f"coalesce(_w.{quote_ident(rid)}, false) AS {quote_ident(rid)}"
                       for rid, f in flags)
     return (f"SELECT _batch_id, {counts}, count_if({crit}) FROM ("
             f"SELECT _flags._batch_id, {outer} FROM (SELECT {cols} FROM {batch}) AS _flags "
@@ -434,8 +431,8 @@ def windowed_flags_sql(rules: Sequence[Rule], scope: str) -> str:
     so the result is small.
     """
     flags = [(r.id, failing_flag_sql(r)) for r in rules]
-    cols = ", ".join(f"{f} AS {_col(rid)}" for rid, f in flags)
-    anyf = " OR ".join(_col(rid) for rid, _ in flags)
+    cols = ", ".join(f"{f} AS {quote_ident(rid)}" for rid, f in flags)
+    anyf = " OR ".join(quote_ident(rid) for rid, _ in flags)
     return (f"SELECT * FROM (SELECT _rid, {cols} FROM {_BATCH_SQL.format(scope=scope)}) AS _flags "
             f"WHERE {anyf}")
 
@@ -694,28 +691,6 @@ def run_dataset_rules(dataset: str, batch_ids: Sequence[str] | None = None, sett
     return run
 
 
-def _run_dataset_in_transaction(dataset: str, *args, con, **kwargs) -> DatasetRun:
-    """``run_dataset_rules`` on ``con`` inside one read transaction: its ~10 statements share one
-    DuckLake snapshot and catalog read, and its temporary views and tables are created and dropped
-    without a commit each (autocommit: ~3-5 ms per statement on the demo lake, 17 data sets). DuckDB
-    aborts a transaction at its first error, so a failing query (a broken rule, a hoisted call that
-    fails) rolls it back and the data set runs again in autocommit mode, where the rule-by-rule
-    fallbacks isolate the broken rule as before."""
-    try:
-        con.execute("BEGIN")
-    except Exception:  # noqa: BLE001 - already in a transaction (the caller's): run in it
-        return run_dataset_rules(dataset, *args, con=con, **kwargs)
-    try:
-        run = run_dataset_rules(dataset, *args, con=con, strict=True, **kwargs)
-        con.execute("COMMIT")
-        return run
-    except Exception as e:  # noqa: BLE001
-        with contextlib.suppress(Exception):
-            con.execute("ROLLBACK")
-        log.info("quality: %s in one transaction failed (%s); again statement by statement", dataset, _short(e))
-    return run_dataset_rules(dataset, *args, con=con, **kwargs)
-
-
 def _store_runs(con, runs: Sequence[DatasetRun]) -> None:
     """The group results and batch scores of data set runs: one append per table for all of them.
     A ``GroupResult``'s fields are plain values: its ``vars`` are its ``asdict`` without the deep
@@ -804,22 +779,17 @@ def run_bronze_rules(datasets: Sequence[str] | None = None, batch_ids: Sequence[
             if ("bronze", name) not in existing:
                 log.info("quality: bronze.%s is not in the lake yet", name)
                 continue
-            runs[name] = _run_dataset_in_transaction(
-                name, batch_ids, s, run_id=run_id, run_at=run_at, store=False, gx=False, con=con, sync=False,
-                has_ops=has_ops, loaded=loaded, thresholds=thresholds)
+            # its ~10 statements in one read transaction (17 data sets on the demo)
+            runs[name] = strict_in_one_transaction(con, functools.partial(
+                run_dataset_rules, name, batch_ids, s, run_id=run_id, run_at=run_at, store=False, gx=False,
+                con=con, sync=False, loaded=loaded, thresholds=thresholds), f"quality: {name}")
         institutions = score_institutions([b for r in runs.values() for b in r.batches], threshold)
         if store:  # the three appends in one transaction: one DuckLake snapshot, all or nothing
-            con.execute("BEGIN")
-            try:
+            with one_transaction(con):
                 _store_runs(con, list(runs.values()))
                 _store(con, INSTITUTION_SCORE_TABLE, INSTITUTION_COLUMNS, [
                     {"run_id": run_id, "run_at": run_at, **asdict(i), "datasets": ",".join(i.datasets)}
                     for i in institutions])
-                con.execute("COMMIT")
-            except Exception:
-                with contextlib.suppress(Exception):
-                    con.execute("ROLLBACK")
-                raise
     if gx:
         from quality.runner import run_table_rules, store_results
 
