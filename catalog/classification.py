@@ -56,7 +56,7 @@ from pathlib import Path
 import duckdb
 
 from catalog.standard import CATEGORIES, LINEAGE_COLUMNS, datasets
-from healthlake.lake import one_transaction
+from healthlake.lake import one_transaction, quote_ident
 from healthlake.yamlfile import read_yaml
 from synthetic.gb11643 import is_valid as is_valid_id_number
 
@@ -305,57 +305,10 @@ def columns_cached(con: duckdb.DuckDBPyConnection):
             _columns_cache.pop(id(con), None)
 
 
-# id(connection) → {"views": {database: {(schema, view)}}, "made": {(database, schema, view): temp table}}
-# while ``views_materialized`` is open
-_materialized: dict[int, dict] = {}
-
-
-@contextlib.contextmanager
-def views_materialized(con: duckdb.DuckDBPyConnection):
-    """Within the block, ``relation`` names a temporary copy of a lake view, made on ``con`` at its
-    first use, instead of the view: a view is computed whole at every read (a deduplicating view
-    sorts its whole source), and the catalog step read each of the demo lake's 41 views twice (the
-    detectors' sample, the directory's row counts per institution; 6.1 -> 4.0 s on one thread).
-    The copies are dropped at the end of the block. For blocks that do not change the data the
-    views read (the copy is the view as of its first use)."""
-    own = id(con) not in _materialized
-    if own:
-        _materialized[id(con)] = {"views": {}, "made": {}}
-    try:
-        yield
-    finally:
-        if own:
-            for name in _materialized.pop(id(con))["made"].values():
-                with contextlib.suppress(duckdb.Error):
-                    con.execute(f"DROP TABLE IF EXISTS temp.main.{name}")
-
-
 def lake_views(con: duckdb.DuckDBPyConnection, database: str = "lake") -> set[tuple[str, str]]:
-    """(schema, view) of every view of a database (read once per ``views_materialized`` block)."""
-    scope = _materialized.get(id(con))
-    if scope is not None and database in scope["views"]:
-        return scope["views"][database]
-    views = set(con.execute("SELECT table_schema, table_name FROM information_schema.tables "
-                            "WHERE table_catalog = ? AND table_type = 'VIEW'", [database]).fetchall())
-    if scope is not None:
-        scope["views"][database] = views
-    return views
-
-
-def relation(con: duckdb.DuckDBPyConnection, database: str, schema: str, table: str) -> str:
-    """The SQL name to read a lake table or view from: the view's temporary copy inside
-    ``views_materialized`` (made now if it is not there yet), else ``database.schema.table``."""
-    name = f"{_q(database)}.{_q(schema)}.{_q(table)}"
-    scope = _materialized.get(id(con))
-    if scope is None or (schema, table) not in lake_views(con, database):
-        return name
-    made = scope["made"]
-    key = (database, schema, table)
-    if key not in made:
-        temp = f"_materialized_view_{len(made)}"
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {temp} AS SELECT * FROM {name}")
-        made[key] = temp
-    return f"temp.main.{made[key]}"
+    """(schema, view) of every view of a database."""
+    return set(con.execute("SELECT table_schema, table_name FROM information_schema.tables "
+                           "WHERE table_catalog = ? AND table_type = 'VIEW'", [database]).fetchall())
 
 
 def lake_columns(con: duckdb.DuckDBPyConnection, database: str = "lake") -> list[tuple[str, str, str, str]]:
@@ -456,8 +409,6 @@ def detect_misclassified(con: duckdb.DuckDBPyConnection, database: str = "lake",
         if (schemas is None or s in schemas) and typ == "VARCHAR":
             by_table.setdefault((s, t), []).append(c)
     # One sample per table (all its text columns at once: ``sample_rows``), all in one transaction.
-    # Inside ``views_materialized`` a view is read from its temporary copy (same rows; it is computed
-    # once for this sample and the directory's counts).
     # Only the columns a finding could come from are checked: classified below a detector's level
     # and that detector not accepted for them (the demo lake: 1,109 of 1,213 text columns).
     checks = {}
@@ -475,13 +426,15 @@ def detect_misclassified(con: duckdb.DuckDBPyConnection, database: str = "lake",
 
     scan = active_scan(con, database, sample)
     scanned = [k for k in checks if scan is not None and scan.sample_columns(*k) == tuple(by_table[k])]
-    read = [k for k in checks if k not in set(scanned)] if scanned else list(checks)
+    done = set(scanned)
+    read = [k for k in checks if k not in done]
     samples = {}
     if read:
         views = lake_views(con, database)
         with one_transaction(con):
             for s, t in read:
-                samples[(s, t)] = sample_rows(con, relation(con, database, s, t), by_table[(s, t)], sample,
+                samples[(s, t)] = sample_rows(con, f"{quote_ident(database)}.{quote_ident(s)}.{quote_ident(t)}",
+                                              by_table[(s, t)], sample,
                                               (s, t) in views)
     per_table = {k: _check_sample(k, checks[k], rows, threshold) for k, rows in samples.items()}
     if scanned:
@@ -499,7 +452,7 @@ def sample_rows(con: duckdb.DuckDBPyConnection, rel: str, cols, sample: int, is_
     tables: 14.1 → 9.5 s CPU). A view is computed whole for its reservoir anyway (and for LIMIT as
     far as its plan needs: a deduplicating view, all of it): sampled at once, never read twice. The
     reservoir of a view of at most ``sample`` rows keeps every row, as reading it would."""
-    select = f"SELECT {', '.join(_q(c) for c in cols)} FROM {rel}"
+    select = f"SELECT {', '.join(quote_ident(c) for c in cols)} FROM {rel}"
     reservoir = f"{select} USING SAMPLE reservoir({int(sample)} ROWS) REPEATABLE (7)"
     if is_view:
         return con.execute(reservoir).fetchall()
@@ -529,7 +482,3 @@ def _check_sample(key, checks, rows, threshold: float) -> list[Finding]:
             if ratio >= threshold:
                 findings.append(Finding(f"{s}.{t}", c, name, round(ratio, 4), n, cc.level if cc else None, expected))
     return findings
-
-
-def _q(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'

@@ -39,7 +39,7 @@ from catalog.classification import PUBLISHED_SCHEMAS, _dataset_of, _elements_by_
 from catalog.lineage import latest_manifest, model_lineage
 from catalog.standard import datasets
 from healthlake.config import Settings, settings as load_settings
-from healthlake.lake import lake_tables, one_transaction
+from healthlake.lake import lake_tables, one_transaction, quote_ident
 
 __all__ = ["build_directory", "build_entries", "load_directory", "search", "find_entry", "directory_json_path",
            "FIELD_LABELS", "DATABASES_ZH"]
@@ -71,10 +71,6 @@ _CREATED = re.compile(r'created_table:"([^"]+)"\."([^"]+)"')
 
 def directory_json_path(s: Settings) -> Path:
     return s.reports_dir / "catalog" / "resource_directory.json"
-
-
-def _q(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
 
 
 # ------------------------------------------------------------------ live figures
@@ -200,9 +196,7 @@ def _table_counts(con, tables, types) -> dict[tuple[str, str], tuple[bool, list[
     """(schema, table) → (by institution?, [(institution code or None, rows)]): rows per institution
     and the table's row count in one scan where it has an institution column (NULL: rows without a
     code), else its row count; all tables in one transaction (see ``one_transaction``). Inside
-    ``classification.views_materialized`` a view is counted from its temporary copy; inside
     ``scan.lake_scanned`` the counts are its workers'."""
-    from catalog.classification import relation
     from catalog.scan import active_scan, count_rows, institution_column
 
     scan = active_scan(con, "lake")
@@ -219,7 +213,7 @@ def _table_counts(con, tables, types) -> dict[tuple[str, str], tuple[bool, list[
         with one_transaction(con):
             for schema, table, code_col in read:
                 out[(schema, table)] = (code_col is not None,
-                                        count_rows(con, relation(con, "lake", schema, table), code_col))
+                                        count_rows(con, f"lake.{quote_ident(schema)}.{quote_ident(table)}", code_col))
     return out
 
 

@@ -38,7 +38,7 @@ import duckdb
 
 from catalog.classification import COMPOUND_SURNAMES, PUBLISHED_SCHEMAS, ColumnClass, classify, lake_columns
 from healthlake.config import Settings, settings as load_settings
-from healthlake.lake import connect, one_transaction
+from healthlake.lake import connect, one_transaction, quote_ident
 
 __all__ = ["publish_all", "publish_level", "published_path", "publish_secret", "PublishError",
            "PublishedColumn", "column_expression", "LEVELS"]
@@ -76,10 +76,6 @@ def published_path(level: int, s: Settings | None = None) -> Path:
     return s.root / "published" / f"level_{int(level)}.duckdb"
 
 
-def _q(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
-
-
 def _lit(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
@@ -87,7 +83,7 @@ def _lit(value: str) -> str:
 def column_expression(cc: ColumnClass, clearance: int, secret: str) -> PublishedColumn:
     """How one lake column is published at one clearance."""
     schema, table = cc.table.split(".", 1)
-    c = _q(cc.column)
+    c = quote_ident(cc.column)
 
     def out(treatment, expression, name=cc.column):
         return PublishedColumn(schema, table, name, cc.column, cc.category, cc.level, cc.kind, treatment, expression)
@@ -189,16 +185,16 @@ def _write_level(con, tables, clearance: int, source: str = "lake", pub: str = "
     rows = counts = 0
     manifest: list[tuple] = []
     for schema in sorted({sch for sch, _ in tables}):
-        con.execute(f"CREATE SCHEMA {pub}.{_q(schema)}")
+        con.execute(f"CREATE SCHEMA {pub}.{quote_ident(schema)}")
     for (schema, table), cols in sorted(tables.items()):
         present = [pc for pc in cols if pc.expression is not None]
-        select = ", ".join(f"{pc.expression} AS {_q(pc.column)}" for pc in present)
-        con.execute(f"CREATE TABLE {pub}.{_q(schema)}.{_q(table)} AS SELECT {select} "
-                    f"FROM {source}.{_q(schema)}.{_q(table)}")
+        select = ", ".join(f"{pc.expression} AS {quote_ident(pc.column)}" for pc in present)
+        con.execute(f"CREATE TABLE {pub}.{quote_ident(schema)}.{quote_ident(table)} AS SELECT {select} "
+                    f"FROM {source}.{quote_ident(schema)}.{quote_ident(table)}")
         manifest += [(pc.schema, pc.table, pc.column if pc.expression else None, pc.source_column,
                       pc.category, pc.level, pc.kind, pc.treatment, clearance, now) for pc in cols]
         counts += 1
-        rows += con.execute(f"SELECT count(*) FROM {pub}.{_q(schema)}.{_q(table)}").fetchone()[0]
+        rows += con.execute(f"SELECT count(*) FROM {pub}.{quote_ident(schema)}.{quote_ident(table)}").fetchone()[0]
     _insert_manifest(con, manifest, pub)
     return rows, counts
 

@@ -15,7 +15,7 @@ read: on the SQLite catalog a reader that meets a writer's commit fails ("databa
 so ``directory.build_directory`` waits for the scan (``LakeScan.finish``) before it stores.
 
 A view is computed once: copied into a temporary table of the worker's cursor, which its sample
-and its counts read (the same rows, the same queries as ``classification.views_materialized``),
+and its counts read (the same rows, the same queries as reading it),
 then dropped. A table whose sample is all of it (fewer rows than the sample's size) is counted
 from those rows (``counted``), not by a second query. The answers are those of the plain functions: they use the scan only for a table
 whose sample was asked with the same columns and size, else they read the table themselves.
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import duckdb
 
-from healthlake.lake import one_transaction
+from healthlake.lake import one_transaction, quote_ident
 
 __all__ = ["lake_scanned", "active_scan", "LakeScan", "TableScan", "count_rows", "counted", "institution_column",
            "DEFAULT_WORKERS"]
@@ -46,10 +46,6 @@ INSTITUTION_COLUMNS = ("_institution_code", "institution_code")
 _scans: dict[int, LakeScan] = {}
 
 
-def _q(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
-
-
 def institution_column(columns) -> str | None:
     """The column a table's rows are counted by per institution, if it has one."""
     names = set(columns)
@@ -60,7 +56,7 @@ def count_rows(con, rel: str, code_col: str | None) -> list[tuple]:
     """[(institution code or None, rows)] by ``code_col`` (NULL last: rows without a code), else
     [(None, rows)]: the directory's live figures of one table."""
     if code_col:
-        return con.execute(f"SELECT {_q(code_col)}, count(*) FROM {rel} GROUP BY 1 ORDER BY 1 NULLS LAST").fetchall()
+        return con.execute(f"SELECT {quote_ident(code_col)}, count(*) FROM {rel} GROUP BY 1 ORDER BY 1 NULLS LAST").fetchall()
     return [(None, con.execute(f"SELECT count(*) FROM {rel}").fetchone()[0])]
 
 
@@ -125,7 +121,7 @@ class LakeScan:
                     if not future.set_running_or_notify_cancel():
                         continue
                     try:
-                        rel = f"{_q(self.database)}.{_q(s)}.{_q(t)}"
+                        rel = f"{quote_ident(self.database)}.{quote_ident(s)}.{quote_ident(t)}"
                         temp = None
                         if is_view and text_cols:  # computed once, for its sample and its counts
                             temp, n = f"_lake_scan_{n}", n + 1
