@@ -525,7 +525,7 @@ def run_dataset_rules(dataset: str, batch_ids: Sequence[str] | None = None, sett
     ``ops.ingest_batch`` exists, when the caller knows (``_scope_batches``); ``loaded`` and
     ``thresholds``: ``_loaded_batches`` and ``_feed_thresholds``, when the caller read them for
     several data sets. ``strict``: a failing query raises instead of being retried rule by rule
-    (inside a transaction, which DuckDB aborts at its first error: ``_run_dataset_in_transaction``).
+    (inside a transaction, which DuckDB aborts at its first error: ``strict_in_one_transaction``).
     """
     from quality.reference import sync_reference
 

@@ -272,11 +272,18 @@ def test_a_broken_rule_is_error_alone_in_the_grouped_scoring(city):
     assert "no_such_column" in run.rule_errors["Z-002"]
     # the gate's scoring runs each data set in one transaction, which the broken rule aborts: the
     # data set runs again statement by statement, with the same results as above
-    from quality.scoring import _run_dataset_in_transaction
+    from healthlake.lake import strict_in_one_transaction
+
+    strict_runs = []
+
+    def person(strict=False):
+        strict_runs.append(strict)
+        return run_dataset_rules("person", None, s, rules=rules, store=False, sync=False, con=con, strict=strict)
 
     with contextlib.closing(connect(s)) as con:
-        again = _run_dataset_in_transaction("person", None, s, rules=rules, store=False, sync=False, con=con)
+        again = strict_in_one_transaction(con, person, "test")
         assert con.execute("SELECT 42").fetchone() == (42,)          # no transaction left aborted
+    assert strict_runs == [True, False]                               # the transaction, then the fallback
     assert again.results == run.results and again.batches == run.batches
     assert again.rule_errors == run.rule_errors
 
@@ -288,10 +295,23 @@ def test_scoring_in_one_transaction_per_data_set_equals_statement_by_statement(c
     from quality.scoring import run_bronze_rules
 
     s, _, _ = city
+    real = quality.scoring.strict_in_one_transaction
+    fell_back = []
+
+    def spied(con, run, what):
+        def counted(strict=False):
+            if not strict:
+                fell_back.append(what)
+            return run(strict=strict)
+        return real(con, counted, what)
+
+    monkeypatch.setattr(quality.scoring, "strict_in_one_transaction", spied)
     together = run_bronze_rules(settings=s, store=False)
-    monkeypatch.setattr(quality.scoring, "_run_dataset_in_transaction",
-                        lambda dataset, *a, con, loaded=None, thresholds=None, **k:
-                        quality.scoring.run_dataset_rules(dataset, *a, con=con, **k))
+    assert together.datasets and fell_back == []   # every data set stayed in its one transaction
+    # each data set alone, statement by statement, reading its own batches and thresholds
+    monkeypatch.setattr(quality.scoring, "strict_in_one_transaction",
+                        lambda con, run, what: run.func(*run.args, **{k: v for k, v in run.keywords.items()
+                                                                       if k not in ("loaded", "thresholds")}))
     alone = run_bronze_rules(settings=s, store=False)
     assert together.datasets.keys() == alone.datasets.keys() and together.batches
     for name in together.datasets:
