@@ -67,28 +67,43 @@ def duckdb_config(s: Settings) -> dict:
 
 def ensure_extensions(s: Settings | None = None) -> None:
     """Install the packaged extensions into the project-local directory (idempotent; checked once
-    per process and directory: the check opens a DuckDB instance of its own)."""
+    per process and directory: the check opens a DuckDB instance of its own).
+
+    Processes that start together (parallel ingest writers, the multiprocess executor) take an
+    exclusive file lock next to the directory: otherwise one lists the extensions while another is
+    writing one, reads its half-written ``.tmp-*.info`` file and fails ("the file appears to be
+    empty")."""
     s = s or load_settings()
     with _install_lock:
         key = (os.getpid(), str(s.extension_dir))
         if key in _extensions_ready and s.extension_dir.is_dir():
             return
-        con = duckdb.connect(config=duckdb_config(s))
-        try:
-            installed = {r[0] for r in con.sql(
-                "SELECT extension_name FROM duckdb_extensions() WHERE installed").fetchall()}
-            shipped = packaged_extensions()
-            for name in EXTENSIONS:
-                if name in installed:
-                    continue
-                if name not in shipped:
-                    raise RuntimeError(
-                        f"DuckDB extension '{name}' is not installed and no duckdb-extension wheel ships it; "
-                        f"run `make install` (pip install -r requirements.lock)")
-                con.execute(f"INSTALL '{shipped[name]}'")
-        finally:
-            con.close()
+        s.extension_dir.parent.mkdir(parents=True, exist_ok=True)
+        with open(s.extension_dir.parent / f".{s.extension_dir.name}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                _install_extensions(s)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
         _extensions_ready.add(key)
+
+
+def _install_extensions(s: Settings) -> None:
+    con = duckdb.connect(config=duckdb_config(s))
+    try:
+        installed = {r[0] for r in con.sql(
+            "SELECT extension_name FROM duckdb_extensions() WHERE installed").fetchall()}
+        shipped = packaged_extensions()
+        for name in EXTENSIONS:
+            if name in installed:
+                continue
+            if name not in shipped:
+                raise RuntimeError(
+                    f"DuckDB extension '{name}' is not installed and no duckdb-extension wheel ships it; "
+                    f"run `make install` (pip install -r requirements.lock)")
+            con.execute(f"INSTALL '{shipped[name]}'")
+    finally:
+        con.close()
 
 
 def s3_secret_sql(s: Settings) -> str | None:
