@@ -275,20 +275,15 @@ def test_check_character_of_known_numbers():
                 assert not is_valid(number[:pos] + digit + number[pos + 1:])
 
 
-# ---------------------------------------------------------------------------- determinism and speed
+# ---------------------------------------------------------------------------- determinism
 def test_same_seed_same_bytes_other_seed_other_city(tmp_path):
-    import time
-
-    t0 = time.perf_counter()
     generate_city(tmp_path / "a", 300, 2, 1)
-    elapsed = time.perf_counter() - t0
     generate_city(tmp_path / "b", 300, 2, 1)
     generate_city(tmp_path / "c", 300, 2, 2)
     a, b, c = (tree_digest(tmp_path / x) for x in "abc")
     assert a == b
     csv_files = lambda d: {k for k in d if k.endswith(".csv")}   # noqa: E731 (other formats: no file on an empty day)
     assert csv_files(a) == csv_files(c) and a != c
-    assert elapsed < 5, f"a 300-resident, 2-day city took {elapsed:.1f}s"
 
 
 def test_regenerating_into_the_same_directory_replaces_it(tmp_path):
