@@ -154,26 +154,21 @@ def prepare_run() -> None:
     load_catalogue()
 
 
-def prepare_city(s: Settings) -> tuple[bool, dict[str, dict]]:
-    """The demo city (generated once) with the reference institution's files delivered, and the
-    reference sources' counts: (generated now?, counts). The demo runs it in a process of its own."""
-    generated = ensure_demo_city(s)
-    from healthlake.config import SHARED_REFERENCE
-    from ingest_adapters.reference_institution import source_counts
-
-    return generated, (source_counts(SHARED_REFERENCE) if SHARED_REFERENCE.is_dir() else {})
-
-
 def prepare_city_and_instance(s: Settings) -> tuple[bool, dict[str, dict]]:
     """The demo's groundwork that needs no module of the run (the demo runs it in a process of its
     own): the Dagster instance's storage (a fresh DAGSTER_HOME: its SQLite databases created and
-    migrated, ~2 s of mostly waiting on the disk), then ``prepare_city``."""
+    migrated, ~2 s of mostly waiting on the disk), the demo city (generated once) with the reference
+    institution's files delivered, and the reference sources' counts: (city generated now?, counts)."""
     import dagster as dg
+
+    from healthlake.config import SHARED_REFERENCE
+    from ingest_adapters.reference_institution import source_counts
 
     prepare_dagster_home(s)
     with dg.DagsterInstance.get() as instance:
         instance.get_runs(limit=1)
-    return prepare_city(s)
+    generated = ensure_demo_city(s)
+    return generated, (source_counts(SHARED_REFERENCE) if SHARED_REFERENCE.is_dir() else {})
 
 
 SMALL_DEMO_CITY = 100_000  # residents: up to this size the demo's DuckDB runs on one thread (cmd_demo)
@@ -214,9 +209,9 @@ def cmd_demo(args) -> int:
     t0 = time.perf_counter()
     # Before the run, three independent things: the Dagster instance's storage and the city (in a
     # process of its own: ~2 s waiting on the disk, ~3 s of CPU), the run's modules imported in this
-    # one (prepare_run, ~5 s of CPU), and, for a lake root without a dbt manifest (a fresh
-    # HEALTHLAKE_ROOT), `dbt parse` (a subprocess of ~10 s; a failure is raised again by the
-    # definitions' own dbt_project() call in the run).
+    # one (prepare_run, ~5 s of CPU), and, for a lake root without a current dbt manifest (a fresh
+    # HEALTHLAKE_ROOT, or a dbt project file changed since), `dbt parse` (a subprocess of ~10 s; a
+    # failure is raised again by the definitions' own dbt_project() call in the run).
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         groundwork = pool.submit(prepare_city_and_instance, s)
         from pipelines.defs.dbt.resources import dbt_project
