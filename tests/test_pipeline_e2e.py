@@ -76,7 +76,7 @@ def test_the_runs_step_times_are_read_from_its_event_log(city_lake):
     steps = [step for step, _, _ in times]
     assert sorted(steps) == sorted(e.step_key for e in result.all_events if e.is_step_success)
     assert {"ingest_landing_zone", "quality_gate", "healthlake_dbt", "catalog"} <= set(steps)
-    assert all(ok and 0 < seconds < 600 for _, seconds, ok in times)
+    assert all(ok and seconds > 0 for _, seconds, ok in times)
 
 
 def test_marts_equal_the_generators_truth(city_lake):
