@@ -25,3 +25,24 @@ def _lake_reader_closed():
     from tests.lake_reader import close_reader
 
     close_reader()
+
+
+@pytest.fixture
+def table_readers(monkeypatch):
+    """The threads that read a lake table's sample or counts (catalog.scan's workers are named
+    ``lake-scan-N``): a list of thread names, one per read."""
+    import threading
+
+    from catalog import classification, scan
+
+    names: list[str] = []
+
+    def spied(real):
+        def read(*args, **kwargs):
+            names.append(threading.current_thread().name)
+            return real(*args, **kwargs)
+        return read
+
+    monkeypatch.setattr(classification, "sample_rows", spied(classification.sample_rows))
+    monkeypatch.setattr(scan, "count_rows", spied(scan.count_rows))
+    return names

@@ -118,7 +118,7 @@ def test_detectors_ignore_columns_already_at_level_4():
     assert detect_misclassified(con) == []
 
 
-def test_the_parallel_scan_finds_what_reading_each_table_finds():
+def test_the_parallel_scan_finds_what_reading_each_table_finds(table_readers):
     """Inside scan.lake_scanned the samples are read by worker threads on cursors of their own (a
     view copied once per worker): the same findings, for a table and a view sampled whole or by
     the reservoir; counting each distinct value once gives the ratios of testing every value."""
@@ -131,8 +131,16 @@ def test_the_parallel_scan_finds_what_reading_each_table_finds():
                 "WHERE encounter_key <> 'k7'")
     for sample in (1000, 100):
         plain = detect_misclassified(con, sample=sample)
-        with lake_scanned(con, sample=sample, workers=2):
+        assert set(table_readers) == {"MainThread"}
+        table_readers.clear()
+        with lake_scanned(con, sample=sample, workers=2) as scan:
             scanned = detect_misclassified(con, sample=sample)
+            scan.finish()
+            # the views' temporary copies live on the workers' cursors: dropped there
+            assert [cur.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary").fetchone()[0]
+                    for cur in scan._cursors] == [0, 0]
+        assert table_readers and all(name.startswith("lake-scan-") for name in table_readers)
+        table_readers.clear()
         assert {f.table for f in plain} == {"emr.fct_encounter", "health_record.fct_chronic_followup"}
         assert scanned == plain
     for sample in (299, 300, 301):  # counted from the rows read only where they are the whole table
@@ -140,9 +148,11 @@ def test_the_parallel_scan_finds_what_reading_each_table_finds():
             assert scan.result("emr", "fct_encounter").counts == [(None, 300)]
             assert scan.result("health_record", "fct_chronic_followup").counts == [(None, 299)]
     plain_100 = detect_misclassified(con, sample=100)
-    with lake_scanned(con, sample=50):  # another sample size: read here, not by the scan
+    with lake_scanned(con, sample=50) as scan:  # another sample size: read here, not by the scan
+        scan.finish()
+        table_readers.clear()
         assert detect_misclassified(con, sample=100) == plain_100 != []
-    assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary").fetchone()[0] == 0
+    assert table_readers and set(table_readers) == {"MainThread"}
 
 
 def test_a_table_the_scan_cannot_read_fails_the_detectors_as_reading_it_would():

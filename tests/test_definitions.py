@@ -83,5 +83,7 @@ def test_the_manifest_is_stale_when_missing_or_older_than_a_dbt_project_file(tmp
     os.utime(model, (built + 10, built + 10))       # a model edited after the parse
     assert manifest_is_stale(manifest, project)
     os.utime(model, (built - 10, built - 10))
-    (project / "target_elsewhere.txt").write_text("not parsed", encoding="utf-8")
+    elsewhere = project / "target_elsewhere.txt"
+    elsewhere.write_text("not parsed", encoding="utf-8")
+    os.utime(elsewhere, (built + 10, built + 10))   # newer, but not a file dbt parses
     assert not manifest_is_stale(manifest, project)

@@ -93,7 +93,7 @@ def test_portal_is_one_self_contained_page(city, entries):
     assert len(json.loads(data)["entries"]) == len(entries)
 
 
-def test_the_scan_gives_the_same_entries_and_findings_as_reading_each_table(city):
+def test_the_scan_gives_the_same_entries_and_findings_as_reading_each_table(city, table_readers):
     """Inside lake_scanned (the pipeline's catalog step) worker threads read every table's sample and
     counts, each view computed once into a temporary copy: the same entries and findings as reading
     the tables and views one by one, and no copy left behind."""
@@ -108,12 +108,19 @@ def test_the_scan_gives_the_same_entries_and_findings_as_reading_each_table(city
         assert lake_views(con)  # the tiny city's lake has staging and intermediate views
         with columns_cached(con):
             plain = (detect_misclassified(con), build_entries(con, s))
+        assert set(table_readers) == {"MainThread"}
+        table_readers.clear()
         with columns_cached(con), lake_scanned(con) as scan:
             scanned = (detect_misclassified(con), build_entries(con, s))
             results = {e["table"]: scan.result(*e["table"].split(".", 1)) for e in scanned[1]}
-        assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary").fetchone()[0] == 0
+            scan.finish()
+            # the views' temporary copies live on the workers' cursors: dropped there
+            assert {cur.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary").fetchone()[0]
+                    for cur in scan._cursors} == {0}
     finally:
         release(con)
+    # nothing was read on this thread: every sample and count came from the scan's workers
+    assert table_readers and all(name.startswith("lake-scan-") for name in table_readers)
     assert scanned[0] == plain[0]
     assert json.dumps(plain[1], sort_keys=True, default=str) == json.dumps(scanned[1], sort_keys=True, default=str)
     # every table was read by the scan's workers, and the directory's counts are theirs
