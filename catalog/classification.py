@@ -426,8 +426,7 @@ def detect_misclassified(con: duckdb.DuckDBPyConnection, database: str = "lake",
 
     scan = active_scan(con, database, sample)
     scanned = [k for k in checks if scan is not None and scan.sample_columns(*k) == tuple(by_table[k])]
-    done = set(scanned)
-    read = [k for k in checks if k not in done]
+    read = [k for k in checks if k not in scanned]
     samples = {}
     if read:
         views = lake_views(con, database)

@@ -217,14 +217,20 @@ def _table_counts(con, tables, types) -> dict[tuple[str, str], tuple[bool, list[
     return out
 
 
+def dbt_models(con: duckdb.DuckDBPyConnection, s: Settings, manifest_path: Path | None = None) -> dict:
+    """The dbt models' column lineage (``lineage.model_lineage``) from ``manifest_path``, by default
+    the lake's latest manifest; none without a manifest."""
+    manifest_path = manifest_path or latest_manifest(s.dbt_target_dir)
+    return model_lineage(con, manifest_path) if manifest_path else {}
+
+
 def build_entries(con: duckdb.DuckDBPyConnection, s: Settings | None = None, manifest_path: Path | None = None,
                   with_figures: bool = True, models: dict | None = None) -> list[dict]:
     """Directory entries for every lake table (``lake`` attached on ``con``). ``models``: the dbt
-    models' lineage (``lineage.model_lineage``) when the caller resolved it already."""
+    models' lineage (``dbt_models``) when the caller resolved it already."""
     s = s or load_settings()
     if models is None:
-        manifest_path = manifest_path or latest_manifest(s.dbt_target_dir)
-        models = model_lineage(con, manifest_path) if manifest_path else {}
+        models = dbt_models(con, s, manifest_path)
     children: dict[str, set] = {}
     for (sch, tbl), m in models.items():
         for p in m.parents:

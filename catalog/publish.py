@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -175,7 +174,7 @@ def publish_level(con, clearance: int, s: Settings, secret: str | None = None, c
             "bytes": final.stat().st_size, "seconds": round(time.perf_counter() - t0, 2)}
 
 
-def _write_level(con, tables, clearance: int, source: str = "lake", pub: str = "pub") -> tuple[int, int]:
+def _write_level(con, tables, clearance: int, source: str, pub: str) -> tuple[int, int]:
     """The tables and the manifest of one clearance into the attached ``pub``; (rows, tables)."""
     con.execute(f"CREATE SCHEMA {pub}.catalog")
     con.execute(f"CREATE TABLE {pub}.{MANIFEST_TABLE} (schema_name VARCHAR, table_name VARCHAR, column_name VARCHAR, "
@@ -199,7 +198,7 @@ def _write_level(con, tables, clearance: int, source: str = "lake", pub: str = "
     return rows, counts
 
 
-def _insert_manifest(con, rows: list[tuple], pub: str = "pub") -> None:
+def _insert_manifest(con, rows: list[tuple], pub: str) -> None:
     """All manifest rows of a level in one insert (executemany runs one statement per row)."""
     import pyarrow as pa
 
@@ -249,7 +248,7 @@ def publish_all(s: Settings | None = None, levels=LEVELS, con=None, workers: int
     finally:
         # the setting is the instance's (GLOBAL): as it was for the instance's other users
         with contextlib.suppress(duckdb.Error):
-            con.execute(f"SET disabled_compression_methods = {_lit(previous or '')}" if previous
+            con.execute(f"SET disabled_compression_methods = {_lit(previous)}" if previous
                         else "RESET disabled_compression_methods")
         if own:
             con.close()
@@ -262,23 +261,9 @@ def _publish_levels(con, levels: list[int], s: Settings, classes, source: str, w
         return [publish_level(con, level, s, classes=classes, source=source) for level in levels]
     from concurrent.futures import ThreadPoolExecutor
 
-    cursors = [con.cursor() for _ in range(workers)]
-    free = list(cursors)
-    lock = threading.Lock()
-
     def one(level):
-        with lock:
-            cur = free.pop()
-        try:
+        with con.cursor() as cur:  # a connection of its own on the same instance (its attached files)
             return publish_level(cur, level, s, classes=classes, source=source)
-        finally:
-            with lock:
-                free.append(cur)
 
-    try:
-        with ThreadPoolExecutor(workers, thread_name_prefix="publish") as pool:
-            return list(pool.map(one, levels))
-    finally:
-        for cur in cursors:
-            with contextlib.suppress(duckdb.Error):
-                cur.close()
+    with ThreadPoolExecutor(workers, thread_name_prefix="publish") as pool:
+        return list(pool.map(one, levels))

@@ -28,7 +28,7 @@ import os
 import queue
 import threading
 from collections import Counter
-from concurrent.futures import Future
+from concurrent.futures import Future, as_completed
 from dataclasses import dataclass
 
 import duckdb
@@ -74,8 +74,7 @@ def counted(rows: list[tuple], columns, code_col: str | None) -> list[tuple] | N
 
 @dataclass(frozen=True)
 class TableScan:
-    sample_columns: tuple[str, ...]   # the text columns sampled (empty: no sample)
-    sample: list[tuple] | None        # their sampled rows
+    sample: list[tuple] | None        # the sampled rows of the text columns (LakeScan.sample_columns)
     code_col: str | None              # counted by this column (None: the row count only)
     counts: list[tuple]               # count_rows(...)
 
@@ -135,7 +134,7 @@ class LakeScan:
                             counts = count_rows(cur, rel, code_col)
                         if temp:
                             cur.execute(f"DROP TABLE temp.main.{temp}")
-                        future.set_result(TableScan(text_cols, rows, code_col, counts))
+                        future.set_result(TableScan(rows, code_col, counts))
                     except Exception as e:  # noqa: BLE001 — handed to whoever asks for this table
                         future.set_exception(e)
                         # a failed statement aborts the transaction: the next tables in a new one
@@ -163,13 +162,9 @@ class LakeScan:
 
     def as_completed(self, keys):
         """(key, TableScan) of these (schema, table) keys, in the order they are read."""
-        done: queue.Queue = queue.Queue()
-        keys = list(keys)
-        for key in keys:
-            self._futures[key].add_done_callback(lambda f, key=key: done.put(key))
-        for _ in keys:
-            key = done.get()
-            yield key, self._futures[key].result()
+        futures = {self._futures[key]: key for key in keys}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
 
     def finish(self) -> None:
         """Wait until every table is read and the workers' transactions are over (before writing

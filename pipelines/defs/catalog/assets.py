@@ -77,10 +77,9 @@ def build_catalog_asset(upstream: Sequence[dg.AssetKey]) -> dg.AssetsDefinition:
     )
     def catalog(context: dg.AssetExecutionContext):
         from catalog.classification import columns_cached, detect_misclassified, unclassified_columns
-        from catalog.directory import build_directory, directory_json_path
-        from catalog.lineage import latest_manifest, model_lineage
+        from catalog.directory import build_directory, dbt_models, directory_json_path
         from catalog.publish import classified_tables, publish_all
-        from catalog.scan import lake_scanned
+        from catalog.scan import DEFAULT_WORKERS, lake_scanned
 
         from quality.runner import ensure_result_table
 
@@ -97,8 +96,7 @@ def build_catalog_asset(upstream: Sequence[dg.AssetKey]) -> dg.AssetsDefinition:
             # samples as they come
             with columns_cached(con), lake_scanned(con):
                 unclassified = unclassified_columns(con)
-                manifest = latest_manifest(s.dbt_target_dir)
-                models = model_lineage(con, manifest) if manifest else {}
+                models = dbt_models(con, s)
                 findings = detect_misclassified(con)
                 entries = build_directory(con, s, models=models)
                 ok = not unclassified and not findings
@@ -107,9 +105,10 @@ def build_catalog_asset(upstream: Sequence[dg.AssetKey]) -> dg.AssetsDefinition:
                 # the publication (DuckDB's work: the GIL released) is written while this thread
                 # reports the directory to Dagster (no lake writes meanwhile: see catalog.scan); from
                 # this connection's instance (the lake's catalog loaded), lower levels two at a time
+                # (as many as the scan's workers: one per core, at most two)
                 reader = con.cursor()
                 pool = ThreadPoolExecutor(1, thread_name_prefix="catalog-publish")
-                publishing = pool.submit(publish_all, s, con=reader, workers=2, classes=classes)
+                publishing = pool.submit(publish_all, s, con=reader, workers=DEFAULT_WORKERS, classes=classes)
             observed = observe_tables(context, entries, set(upstream))
             rows = "\n".join(f"| {e['resource_code']} | {e['table']} | {e['name_zh']} | {e['share_type']} | "
                              f"{e['max_level']} | {e['row_count']:,} |" for e in entries)
