@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Sequence
 
 from healthlake.config import Settings, settings as load_settings
-from healthlake.lake import LAKE, connect, table_exists
+from healthlake.lake import LAKE, connect, quote_ident, table_exists
 from quality.catalogue import gate_threshold
 
 __all__ = ["write_office_report", "render_office_report", "office_report_path", "OfficeReport", "load_office_data"]
@@ -148,7 +148,6 @@ def load_samples(con, worst: Sequence[dict], n: int = SAMPLE_ROWS) -> dict[str, 
     """Sample failing rows per worst rule: institution, file, row number, masked value."""
     from catalog.standard import get_dataset
     from quality.rectification import MASK_LEVEL, mask_value
-    from healthlake.lake import quote_ident
     from quality.scoring import failing_rows_sql, rules_for_dataset
 
     out: dict[str, list[dict]] = {}

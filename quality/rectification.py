@@ -27,8 +27,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import duckdb
+
 from healthlake.config import Settings, settings as load_settings
-from healthlake.lake import LAKE, connect, strict_in_one_transaction
+from healthlake.lake import LAKE, connect, quote_ident, strict_in_one_transaction
 from quality.catalogue import Rule
 from quality.errors import QualityError
 
@@ -120,7 +122,7 @@ def rectification_rows(con, dataset: str, rules: Sequence[Rule], institution_cod
     severities = set(severities)
     listed = [r for r in rules if r.severity in severities]
     fields = {r.id: r.field if r.field in levels else None for r in listed}
-    key_sql = f'"{key}"' if key else "NULL"
+    key_sql = quote_ident(key) if key else "NULL"
     out: list[tuple] = []
     try:
         together = [r for r in listed if failing_flag_sql(r) is not None]
@@ -140,7 +142,7 @@ def rectification_rows(con, dataset: str, rules: Sequence[Rule], institution_cod
             if rule in together:
                 rows = found.get(rule.id, [])
             else:
-                value_sql = f'"{field}"' if field else "NULL"
+                value_sql = quote_ident(field) if field else "NULL"
                 try:
                     rows = con.execute(
                         f"SELECT _institution_code, _source_file, _source_row, {key_sql}, {value_sql} "
@@ -160,8 +162,11 @@ def rectification_rows(con, dataset: str, rules: Sequence[Rule], institution_cod
                             field or "（整行）", zh.get(field, "整条记录") if field else "整条记录",
                             value, reason, fix))
     finally:
-        con.execute(f"DROP VIEW IF EXISTS {view}")
-        con.execute(f"DROP VIEW IF EXISTS {view}_rid")
+        # strict: after an error the transaction is aborted and its rollback drops the views; a DROP
+        # would only raise "transaction is aborted" in place of the error that caused it
+        with contextlib.suppress(duckdb.Error) if strict else contextlib.nullcontext():
+            con.execute(f"DROP VIEW IF EXISTS {view}")
+            con.execute(f"DROP VIEW IF EXISTS {view}_rid")
     return out
 
 
@@ -175,7 +180,6 @@ def _failing_rows_together(con, view: str, rules: Sequence[Rule], fields: dict[s
     instead of one per rule: each costs a plan and a read of the lake table's metadata (demo gate,
     10 institutions' lists: 146 queries).
     """
-    from healthlake.lake import quote_ident
     from quality.scoring import _BATCH_SQL, _lit, failing_flag_sql
 
     values = sorted({f for f in fields.values() if f})
@@ -210,14 +214,6 @@ def _rows_in_one_transaction(con, datasets: Sequence[str], codes, batch_ids, sev
                                               severities, strict=strict)]
 
     return strict_in_one_transaction(con, read, "quality: rectification rows")
-    try:
-        rows = read(strict=True)
-        con.execute("COMMIT")
-        return rows
-    except Exception:  # noqa: BLE001
-        with contextlib.suppress(Exception):
-            con.execute("ROLLBACK")
-    return read()
 
 
 def write_rectification_lists(run=None, settings: Settings | None = None, *,
@@ -353,16 +349,17 @@ def _stream_plain_rows(sheet) -> None:
     writer = getattr(sheet, "_writer", None)
     if writer is None or cell_writer.write_cell is not cell_writer.etree_write_cell:
         return
+    rules = _openpyxl_cell_rules()
 
     def write_row(xf, values, row_idx):
         out = getattr(xf, "_file", None)
         if out is None:  # an et_xmlfile without the raw writer: openpyxl's own path for this row
-            return original(xf, sheet._original_values_to_row(values, row_idx), row_idx)
+            return original(xf, values_to_row(values, row_idx), row_idx)
         parts = [f'<row r="{row_idx}">']
         for col, value in enumerate(values, 1):
             if value is None:
                 continue
-            xml = _cell_xml(col, row_idx, value)
+            xml = _cell_xml(col, row_idx, value, rules)
             if xml is not None:
                 parts.append(xml)
                 continue
@@ -374,9 +371,8 @@ def _stream_plain_rows(sheet) -> None:
         parts.append("</row>")
         out("".join(parts))
 
-    original = writer.write_row
-    sheet._original_values_to_row = sheet._values_to_row
-    sheet._values_to_row = lambda values, row_idx: values
+    original, values_to_row = writer.write_row, sheet._values_to_row
+    sheet._values_to_row = lambda values, row_idx: values  # the plain values reach write_row
     writer.write_row = write_row
 
 
@@ -393,9 +389,10 @@ def _openpyxl_cell_rules():
     return [get_column_letter(i) for i in range(1, 65)], ERROR_CODES, ILLEGAL_CHARACTERS_RE
 
 
-def _cell_xml(col: int, row: int, value) -> str | None:
-    """A cell's XML as openpyxl writes it in a write-only sheet (inline string / number), or None."""
-    letters, error_codes, illegal = _openpyxl_cell_rules()
+def _cell_xml(col: int, row: int, value, rules) -> str | None:
+    """A cell's XML as openpyxl writes it in a write-only sheet (inline string / number), or None.
+    ``rules``: ``_openpyxl_cell_rules()``."""
+    letters, error_codes, illegal = rules
     if col > len(letters):
         return None
     t = type(value)
