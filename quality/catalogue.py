@@ -84,10 +84,11 @@ class Rule:
         """The data element whose value explains a failure: ``element``, else ``kwargs['column']``."""
         return self.element or self.kwargs.get("column")
 
-    def build_expectation(self):
-        """The GX expectation object (raises if the kwargs do not fit it)."""
-        return expectation_class(self.expectation)(**dict(self.kwargs), meta={"rule_id": self.id},
-                                                   description=self.docs_description)
+    def build_expectation(self, meta: dict | None = None, description: str | None = None):
+        """The GX expectation object (raises if the kwargs do not fit it); ``meta`` adds to the rule id,
+        ``description`` replaces ``docs_description``."""
+        return expectation_class(self.expectation)(**dict(self.kwargs), meta={"rule_id": self.id, **(meta or {})},
+                                                   description=description or self.docs_description)
 
     @property
     def docs_description(self) -> str:

@@ -189,15 +189,13 @@ def rule_configurations(rules) -> dict:
     """rule id → the GX ``ExpectationConfiguration`` of the rule as the gate's Data Docs show it (its
     severity, dimension and threshold in ``meta``, id and Chinese name as its description), or None
     for a rule GX cannot build. The same for every batch of a data set: built once per data set."""
-    from quality.catalogue import expectation_class
     from quality.report import DIMENSION_ZH, SEVERITY_ZH
 
     out = {}
     for rule in rules:
         try:
-            expectation = expectation_class(rule.expectation)(
-                **dict(rule.kwargs), meta={"rule_id": rule.id, "severity": rule.severity,
-                                           "dimension": rule.dimension, "threshold": float(rule.threshold)},
+            expectation = rule.build_expectation(
+                meta={"severity": rule.severity, "dimension": rule.dimension, "threshold": float(rule.threshold)},
                 description=f"{SEVERITY_ZH.get(rule.severity, rule.severity)}·"
                             f"{DIMENSION_ZH.get(rule.dimension, rule.dimension)} {rule.docs_description}")
             out[rule.id] = _built_configuration(expectation)
@@ -247,14 +245,14 @@ def _built_configuration(expectation):
     return config
 
 
-def bronze_validation_result(run, batch, rules, decision=None, configurations=None, results_by_batch=None):
+def bronze_validation_result(run, batch, rules, decision=None, configurations=None, batch_results=None):
     """One batch's gate validation as a GX ``ExpectationSuiteValidationResult``.
 
     ``run``: a ``scoring.DatasetRun``; ``batch``: one of its ``BatchScore``; ``rules``: the rules
     scored (``Rule``); ``decision``: the gate's ``GateDecision`` of the batch, if taken. The counts are
     the scoring's own (rows of the batch, failing rows per rule): nothing is recomputed.
     ``configurations``: ``rule_configurations(rules)``, when the caller has it (several batches of
-    one data set); ``results_by_batch``: batch id → its ``GroupResult`` list, likewise. The
+    one data set); ``batch_results``: the batch's ``GroupResult`` list, likewise. The
     configurations are only read: GX's renderer does not change them.
     """
     from great_expectations.core import ExpectationSuiteValidationResult, ExpectationValidationResult
@@ -263,9 +261,9 @@ def bronze_validation_result(run, batch, rules, decision=None, configurations=No
 
     if configurations is None:
         configurations = rule_configurations(rules)
-    mine = (results_by_batch.get(batch.batch_id, []) if results_by_batch is not None else
-            [g for g in run.results if g.batch_id == batch.batch_id])
-    by_rule = {g.rule_id: g for g in mine}
+    if batch_results is None:
+        batch_results = [g for g in run.results if g.batch_id == batch.batch_id]
+    by_rule = {g.rule_id: g for g in batch_results}
     results = []
     if batch.status != NOT_APPLICABLE:           # an empty batch: no expectation applies (not a pass)
         for rule in rules:
@@ -362,7 +360,8 @@ def _write_bronze_data_docs(bronze_run, settings: Settings | None, decisions, ru
                 continue
             if configurations is None:
                 configurations = rule_configurations(rule_list)
-            outcome = bronze_validation_result(run, batch, rule_list, decision, configurations, results_by_batch)
+            outcome = bronze_validation_result(run, batch, rule_list, decision, configurations,
+                                               results_by_batch.get(batch.batch_id, []))
             rate = "不适用（批次无数据）" if batch.pass_rate is None else f"{batch.pass_rate * 100:.2f}%"
             verdict = _DECISION_ZH.get(getattr(decision, "decision", None), "未决定")
             crit = "、".join(batch.critical_rules_failed) or "无"

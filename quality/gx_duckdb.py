@@ -196,9 +196,7 @@ def lake_connection_creator(settings: Settings | None = None, schema: str | None
         except Exception:
             con.close()
             raise
-        wrapper = _AutocommitConnection(con)
-        wrapper.held_transaction = transaction
-        return wrapper
+        return _AutocommitConnection(con, held_transaction=transaction)
 
     return create
 
@@ -216,7 +214,9 @@ class _AutocommitConnection(ConnectionWrapper):
     which duckdb-engine's ``do_rollback`` already ignores; DuckDB's ``commit`` is a no-op without one.
     """
 
-    held_transaction = False
+    def __init__(self, c, held_transaction: bool = False) -> None:
+        super().__init__(c)
+        self.held_transaction = held_transaction
 
     def begin(self) -> None:  # called by duckdb-engine's Dialect.do_begin
         pass

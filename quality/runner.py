@@ -206,44 +206,46 @@ def run_table_rules(table: str, rules: str | Path | RuleFile | Iterable[Rule | M
         min_value=0, meta={"rule_id": _ROW_COUNT_ID})
 
     context = context or get_context()
-    if transaction:
-        try:
-            with lake_batch(table, settings=settings, context=context, lake_con=lake_con, transaction=True) as batch:
-                suite = gx.ExpectationSuite(name=f"healthlake:{table}", expectations=list(expectations.values()))
-                outcome = batch.validate(suite, result_format=_RESULT_FORMAT)
-        except Exception as e:  # noqa: BLE001 - again without the transaction, which reports it as before
-            log.info("quality: %s in one transaction failed (%s); again in autocommit mode", table, _short(e))
-            outcome = None
-        if outcome is None or any(_exception_message(r) for r in outcome.results):
-            return run_table_rules(table, rules, settings, context, docs_run_id=docs_run_id, lake_con=lake_con,
-                                   refresh_reference=False, docs_index=docs_index)
-    else:
-        outcome = None
-    try:
-        with lake_batch(table, settings=settings, context=context, lake_con=lake_con) if outcome is None \
-                else contextlib.nullcontext() as batch:
-            if outcome is None:
-                suite = gx.ExpectationSuite(name=f"healthlake:{table}", expectations=list(expectations.values()))
-                outcome = batch.validate(suite, result_format=_RESULT_FORMAT)
+    suite = gx.ExpectationSuite(name=f"healthlake:{table}", expectations=list(expectations.values()))
+
+    def validate(held: bool):
+        """GX's results by rule id, validated in one held transaction or in autocommit mode. When
+        several metrics of one bundled query fail, GX gives all of them the *last* error's message
+        (ExecutionEngine._process_direct_and_bundled_metric_computation_configurations): in
+        autocommit mode each erroring rule is validated again alone, so its message is its own."""
+        with lake_batch(table, settings=settings, context=context, lake_con=lake_con, transaction=held) as batch:
+            outcome = batch.validate(suite, result_format=_RESULT_FORMAT)
             by_id = {r.expectation_config.meta.get("rule_id"): r for r in outcome.results}
-            # When several metrics of one bundled query fail, GX gives all of them the *last*
-            # error's message (ExecutionEngine._process_direct_and_bundled_metric_computation_
-            # configurations). Re-run each erroring rule alone so its message is its own.
             failed = [rid for rid, r in by_id.items() if _exception_message(r)]
+            if held and failed:  # the first error aborted the transaction: the later results are its
+                return None, None
             if len(failed) > 1:
                 for rid in failed:
                     by_id[rid] = batch.validate(expectations[rid], result_format=_RESULT_FORMAT)
-            if docs_run_id is not None:
-                try:
-                    from quality.data_docs import write_data_docs
+        return outcome, by_id
 
-                    write_data_docs(outcome, table, docs_run_id, settings=settings, index=docs_index)
-                except Exception as e:  # noqa: BLE001 - the docs are a view of the result, never its cause
-                    log.warning("quality: could not write the Data Docs of %s: %s", table, _short(e))
+    outcome = by_id = None
+    try:
+        if transaction:
+            try:
+                outcome, by_id = validate(held=True)
+            except Exception as e:  # noqa: BLE001 - again without the transaction, which reports it as before
+                log.info("quality: %s in one transaction failed (%s); again in autocommit mode", table, _short(e))
+            if outcome is None:
+                log.info("quality: %s has an erring rule; validated again in autocommit mode", table)
+        if outcome is None:
+            outcome, by_id = validate(held=False)
     except Exception as e:  # the table is missing or unreadable: every rule is ERROR
         message = f"无法读取表 {table}：{_short(getattr(e, 'cause', None) or e)}"
         log.warning("quality: %s", message)
         return [results.get(r.id) or _result(table, r, ERROR, message) for r in rules]
+    if docs_run_id is not None:
+        try:
+            from quality.data_docs import write_data_docs
+
+            write_data_docs(outcome, table, docs_run_id, settings=settings, index=docs_index)
+        except Exception as e:  # noqa: BLE001 - the docs are a view of the result, never its cause
+            log.warning("quality: could not write the Data Docs of %s: %s", table, _short(e))
 
     count_result = by_id.get(_ROW_COUNT_ID)
     row_count = (count_result.result or {}).get("observed_value") if count_result is not None else None

@@ -457,15 +457,12 @@ def rules_for_dataset(dataset: str, rules_dir: str | Path | None = None) -> Rule
     return load_rules_file(path)
 
 
-def _loaded_batches(con, batch_ids: Sequence[str] | None, dataset: str | None = None) -> dict[str, list[tuple]]:
-    """``ops.ingest_batch`` value of ``dataset`` → (batch_id, institution_code, feed) of its loaded
-    batches (in ``batch_ids``); every data set's at once when ``dataset`` is None."""
+def _loaded_batches(con, batch_ids: Sequence[str] | None) -> dict[str, list[tuple]]:
+    """``ops.ingest_batch`` data set → (batch_id, institution_code, feed) of its loaded batches (in
+    ``batch_ids``)."""
     where, params = "", []
-    if dataset is not None:
-        where, params = " AND dataset = ?", [dataset]
     if batch_ids is not None:
-        where += " AND batch_id IN (SELECT unnest(?::VARCHAR[]))"
-        params.append(list(batch_ids))
+        where, params = " AND batch_id IN (SELECT unnest(?::VARCHAR[]))", [list(batch_ids)]
     out: dict[str, list[tuple]] = {}
     for d, b, i, f in con.execute(
             f"SELECT dataset, batch_id, institution_code, feed FROM {LAKE}.ops.ingest_batch "
@@ -475,21 +472,12 @@ def _loaded_batches(con, batch_ids: Sequence[str] | None, dataset: str | None = 
 
 
 def _scope_batches(con, dataset: str, batch_ids: Sequence[str] | None,
-                   has_ops: bool | None = None, loaded: dict[str, list[tuple]] | None = None
-                   ) -> list[tuple[str, str, str | None, int]]:
+                   loaded: dict[str, list[tuple]]) -> list[tuple[str, str, str | None, int]]:
     """(batch_id, institution_code, feed, rows) of every loaded batch in scope, empty ones included.
-    ``has_ops``: whether ``ops.ingest_batch`` exists, when the caller knows (asking the lake's
-    information_schema right after a commit reloads its whole catalog: ~0.3 s of CPU). ``loaded``:
-    ``_loaded_batches(con, batch_ids)`` of every data set, when the caller read it (one query for
-    all data sets instead of one each)."""
+    ``loaded``: ``_loaded_batches(con, batch_ids)``."""
     table = f"{LAKE}.bronze.{dataset}"
     params = [] if batch_ids is None else [list(batch_ids)]
-    if loaded is not None:
-        ops = loaded.get(dataset, [])
-    else:
-        if has_ops is None:
-            has_ops = table_exists(con, "ops", "ingest_batch")
-        ops = _loaded_batches(con, batch_ids, dataset).get(dataset, []) if has_ops else []
+    ops = loaded.get(dataset, [])
     bwhere = "" if batch_ids is None else " WHERE _batch_id IN (SELECT unnest(?::VARCHAR[]))"
     rows = con.execute(f"SELECT _batch_id, any_value(_institution_code), any_value(_feed), count(*) FROM {table}"
                        f"{bwhere} GROUP BY 1", params).fetchall()
@@ -512,7 +500,7 @@ def run_dataset_rules(dataset: str, batch_ids: Sequence[str] | None = None, sett
                       rules: RuleFile | Iterable[Rule] | None = None, run_id: str | None = None,
                       run_at: datetime | None = None, store: bool = True, gx: bool = False,
                       registry=None, keep_failures: bool = False, con=None, sync: bool = True,
-                      has_ops: bool | None = None, loaded: dict[str, list[tuple]] | None = None,
+                      loaded: dict[str, list[tuple]] | None = None,
                       thresholds: dict[tuple[str, str], float] | None = None, strict: bool = False) -> DatasetRun:
     """Score the rules of ``bronze.<dataset>`` per institution and per batch.
 
@@ -521,10 +509,10 @@ def run_dataset_rules(dataset: str, batch_ids: Sequence[str] | None = None, sett
     ``quality.batch_score`` (when ``store``). With ``gx=True`` GX also validates the whole table
     (the engine of record; stored in ``quality.rule_result`` under the same run id).
     ``keep_failures``: leave the temporary failing-row table ``_quality_fail`` (rule_id, _batch_id,
-    _source_row) on ``con`` for the caller (the rectification lists use it). ``has_ops``: whether
-    ``ops.ingest_batch`` exists, when the caller knows (``_scope_batches``); ``loaded`` and
+    _source_row) on ``con`` for the caller (the rectification lists use it). ``loaded`` and
     ``thresholds``: ``_loaded_batches`` and ``_feed_thresholds``, when the caller read them for
-    several data sets. ``strict``: a failing query raises instead of being retried rule by rule
+    several data sets (asking the lake's information_schema whether ``ops.ingest_batch`` exists right
+    after a commit reloads its whole catalog: ~0.3 s of CPU). ``strict``: a failing query raises instead of being retried rule by rule
     (inside a transaction, which DuckDB aborts at its first error: ``strict_in_one_transaction``).
     """
     from quality.reference import sync_reference
@@ -550,7 +538,9 @@ def run_dataset_rules(dataset: str, batch_ids: Sequence[str] | None = None, sett
             sync_reference(con, s, registry=registry)
             timings["reference"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        batches = _scope_batches(con, dataset, batch_ids, has_ops, loaded)
+        if loaded is None:
+            loaded = _loaded_batches(con, batch_ids) if table_exists(con, "ops", "ingest_batch") else {}
+        batches = _scope_batches(con, dataset, batch_ids, loaded)
         if thresholds is None:
             thresholds = _feed_thresholds(con)
         default = gate_threshold()
