@@ -362,7 +362,7 @@ def test_one_broken_rule_is_error_alone(lake):
     assert "abc" not in results["X-007"].message               # the offending value is personal data
 
 
-def test_validation_in_one_transaction_equals_autocommit(lake):
+def test_validation_in_one_transaction_equals_autocommit(lake, monkeypatch):
     """The mart checks validate each table in one read transaction (transaction=True); a table
     whose rules err (which aborts the transaction) is validated again in autocommit mode: every
     result is the same as in autocommit mode alone, broken rules, missing tables and GX's
@@ -376,11 +376,20 @@ def test_validation_in_one_transaction_equals_autocommit(lake):
     cases += [(t, RULES_DIR / f"{t}.yaml") for t in ("population.dim_person", "emr.fct_encounter",
                                                       "resource.dim_institution", "resource.dim_practitioner",
                                                       "health_record.dim_health_record")]
+    import quality.gx_duckdb
+
+    modes = []   # the `transaction` of each validation GX ran
+    real_batch = quality.gx_duckdb.lake_batch
+    monkeypatch.setattr(quality.gx_duckdb, "lake_batch",
+                        lambda *a, transaction=False, **k: modes.append(transaction) or real_batch(*a, transaction=transaction, **k))
     with contextlib.closing(connect(lake, read_only=True)) as reader:
-        for table, rules in cases:
+        for i, (table, rules) in enumerate(cases):
             plain = run_table_rules(table, rules, settings=lake, lake_con=reader)
+            modes.clear()
             held = run_table_rules(table, rules, settings=lake, lake_con=reader, transaction=True)
             assert held == plain, table
+            # the clean tables stay in their transaction; broken rules and a missing table fall back
+            assert modes == ([True, False] if i < 2 else [True]), (table, modes)
         assert reader.execute("SELECT 42").fetchone() == (42,)
     # without a shared connection: GX's connections are new lake connections, each in its transaction
     for table, rules in cases[:3]:

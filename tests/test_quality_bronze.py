@@ -441,7 +441,13 @@ def test_rectification_rows_in_one_transaction_fall_back_after_an_error(city, mo
     with contextlib.closing(connect(s, read_only=True)) as con:
         expected = [row for d in run.datasets
                     for row in rect.rectification_rows(con, d, rules_for_dataset(d).rules, codes)]
+        strict_reads = []   # the `strict` of each data set's read: True in the transaction, False after it
+        real_rows = rect.rectification_rows
+        monkeypatch.setattr(rect, "rectification_rows",
+                            lambda *a, **k: strict_reads.append(k.get("strict", False)) or real_rows(*a, **k))
         assert rect._rows_in_one_transaction(con, list(run.datasets), codes, None, ("critical", "major")) == expected
+        assert strict_reads == [True] * len(run.datasets)       # no error: no second read
+        strict_reads.clear()
         calls = []
         real = rect._failing_rows_together
 
@@ -454,7 +460,10 @@ def test_rectification_rows_in_one_transaction_fall_back_after_an_error(city, mo
         monkeypatch.setattr(rect, "_failing_rows_together", fails_once)
         assert rect._rows_in_one_transaction(con, list(run.datasets), codes, None, ("critical", "major")) == expected
         assert con.execute("SELECT 42").fetchone() == (42,)
-    assert len(calls) > len(run.datasets)          # the second read after the rollback
+    # the transaction stopped at the failing data set; then every data set was read again outside it
+    in_transaction = strict_reads.index(False)
+    assert 1 <= in_transaction <= len(run.datasets)
+    assert strict_reads == [True] * in_transaction + [False] * len(run.datasets)
     assert expected
 
 
@@ -489,6 +498,7 @@ def test_list_rows_serialised_directly_are_the_bytes_openpyxl_writes():
         ws.append([head, "h2"])
         if direct:
             _stream_plain_rows(ws)
+            assert "write_row" in vars(ws._writer)   # the direct writer is in place (not openpyxl's)
         for row in rows * 3:
             ws.append(row)
         out = io.BytesIO()
