@@ -381,3 +381,27 @@ def test_a_file_inserted_in_parts_is_numbered_and_accounted_as_one(lake_env, mon
     rows = query(s, "SELECT department_code, _source_row FROM bronze.department ORDER BY _source_row")
     assert rows == [(f"{i:05d}", i) for i in range(1, 3001) if not (rejected and i == 1500)]
     assert len(parts) > 5 and all(parts[:-1]) and not parts[-1]
+
+
+@pytest.mark.parametrize("chosen, expected", [(None, "jemalloc"), ("system", "system")])
+def test_readers_use_jemalloc_unless_the_operator_chose_a_pool(chosen, expected):
+    """Arrow's default pool (mimalloc) hands large buffers fresh huge pages the kernel must zero: the
+    readers switch the process to jemalloc, unless ARROW_DEFAULT_MEMORY_POOL says otherwise."""
+    import os
+    import subprocess
+    import sys
+
+    import pyarrow as pa
+
+    if "jemalloc" not in pa.supported_memory_backends():
+        pytest.skip("this pyarrow build has no jemalloc")
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    if chosen:
+        env["ARROW_DEFAULT_MEMORY_POOL"] = chosen
+    code = ("import pyarrow as pa; before = pa.default_memory_pool().backend_name; "
+            "from ingest_adapters import get_reader; get_reader('csv'); "
+            "print(before, pa.default_memory_pool().backend_name)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    before, after = out.split()
+    assert after == expected
+    assert before == (chosen or "mimalloc")
