@@ -16,8 +16,9 @@ COPY of the same file. Two parsers produce the batches:
   with quoting off. Without quotes a CSV record is a line split at the delimiter, so both
   parsers read the same values. Arrow's reader parses on a thread of its own, ahead of the lake's
   threads, into Arrow arrays the lake scans as they are; DuckDB's parser must export its vectors
-  to Arrow on the lake's threads (``bench ingest_csv``, 5M rows: 0.58× of a bare COPY through
-  DuckDB's parser, 0.70–0.82× through Arrow's, the file's sha256 included). It rejects
+  to Arrow on the lake's threads (``bench ingest_csv``, 5M rows, runs of one day: 0.58× of a bare
+  COPY through DuckDB's parser, 0.70–0.82× through Arrow's, the file's sha256 included; the
+  machine's speed varies from day to day, the median of 5 pairs was 0.67× on 7 Dec). It rejects
   nothing: at the first record it cannot read as is (a ragged line, invalid UTF-8, a record
   longer than its block) it gives up, and the ingest reads the file again with DuckDB's parser
   (``SourceScan.read_again``), which rejects that record with its reason and loads the rest.
