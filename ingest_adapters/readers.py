@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 from typing import Callable
 
@@ -68,14 +69,15 @@ def multi_dataset_checker(name: str):
     return getattr(importlib.import_module(module), attr)
 
 
+@functools.cache
 def use_jemalloc() -> None:
-    """Make Arrow's jemalloc pool the process's default, unless the operator chose one
-    (``ARROW_DEFAULT_MEMORY_POOL``) or the build lacks it. Arrow's default, mimalloc, gives large
+    """Make Arrow's jemalloc pool the process's default (once per process), unless the operator chose
+    one (``ARROW_DEFAULT_MEMORY_POOL``) or the build lacks it. Arrow's default, mimalloc, gives large
     buffers (the CSV reader's 4 MB blocks as read from the file, the parsed columns) fresh transparent
-    huge pages, which the kernel zeroes 2 MB at a time: in a perf profile of ``bench ingest_csv``'s
-    ingest (5M rows) the kernel's page clearing took ~10 % of the CPU samples with mimalloc, ~1.3 %
+    huge pages, which the kernel zeroes 2 MB at a time: in perf profiles of ``bench ingest_csv``'s
+    ingest (5M rows) the kernel's page clearing took 10-14 % of the CPU samples with mimalloc, 1.3 %
     with jemalloc. Six runs each, interleaved: kernel time 1.5-1.75 s -> 0.7-1.2 s, median wall time
-    4.47 -> 4.37 s (user time rose by ~0.3 s: smaller pages). Passing the pool to the CSV reader alone
+    4.47 -> 4.37 s (user time rose by ~0.25 s: smaller pages). Passing the pool to the CSV reader alone
     does not do it: the reader's file reads allocate from the default pool."""
     if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
         return
