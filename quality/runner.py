@@ -229,10 +229,10 @@ def run_table_rules(table: str, rules: str | Path | RuleFile | Iterable[Rule | M
         if transaction:
             try:
                 outcome, by_id = validate(held=True)
+                if outcome is None:
+                    log.info("quality: %s has an erring rule; validated again in autocommit mode", table)
             except Exception as e:  # noqa: BLE001 - again without the transaction, which reports it as before
                 log.info("quality: %s in one transaction failed (%s); again in autocommit mode", table, _short(e))
-            if outcome is None:
-                log.info("quality: %s has an erring rule; validated again in autocommit mode", table)
         if outcome is None:
             outcome, by_id = validate(held=False)
     except Exception as e:  # the table is missing or unreadable: every rule is ERROR
